@@ -1,0 +1,173 @@
+"""Long-form results tables: one JSON line per (benchmark, sample, condition), appended as produced.
+
+    with ResultsWriter(run_dir / "results.jsonl", header={"config_hash": h}) as out:
+        done = out.done_keys()                       # keys already on disk: skip them
+        out.append_many(rows)                        # flushed and fsynced per batch
+    table = read_results(run_dir / "results.jsonl")  # pandas DataFrame, one row per record
+
+A row carries at least ``benchmark, sample_id, condition, layer, prediction, score`` where
+``condition`` is ``"baseline"``, ``"knockout"`` or a method name and ``layer`` is the 0-based
+decoder layer (None for conditions not tied to one layer). The first line of the file is a header
+``{"_header": {"schema": SCHEMA_VERSION, "config_hash": ..., ...}}``; a rerun whose header differs
+in ``config_hash`` is refused instead of mixing two configurations in one table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from layerprobe.errors import ConfigError, DataError
+
+SCHEMA_VERSION = 1
+KEY_FIELDS = ("benchmark", "sample_id", "condition", "layer")
+
+
+def row_key(row: dict[str, Any]) -> tuple:
+    return tuple(row.get(k) for k in KEY_FIELDS)
+
+
+def _read_lines(path: Path) -> tuple[dict | None, list[dict], int]:
+    """Header, rows, and the byte length of the valid prefix (a torn last line is excluded)."""
+    header, rows, good = None, [], 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    pos = 0
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        end = pos + len(raw) + 1
+        if not raw.strip():
+            pos = end
+            continue
+        complete = end <= len(data)  # the line was terminated by a newline
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            if not complete:
+                break  # killed mid-write: the torn tail is dropped on resume
+            raise DataError(f"{path}: line {lineno}: not valid JSON") from None
+        if not complete:
+            break
+        if "_header" in record:
+            header = record["_header"]
+        else:
+            rows.append(record)
+        good = end
+        pos = end
+    return header, rows, good
+
+
+class ResultsWriter:
+    """Appends result rows to a JSONL file, resuming an existing one with the same config."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.header = {"schema": SCHEMA_VERSION, **(header or {})}
+        self._keys: set[tuple] = set()
+        self._fh = None
+
+    def __enter__(self) -> "ResultsWriter":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{self.path.parent}: cannot create output directory: {err.strerror}") from None
+        if self.path.exists():
+            old_header, rows, good = _read_lines(self.path)
+            if old_header is not None:
+                self._check_header(old_header)
+            if good < self.path.stat().st_size:
+                with open(self.path, "r+b") as fh:
+                    fh.truncate(good)
+            self._keys = {row_key(r) for r in rows}
+            write_header = old_header is None and good == 0
+        else:
+            write_header = True
+        try:
+            self._fh = open(self.path, "a", encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{self.path}: cannot write results: {err.strerror}") from None
+        if write_header:
+            self._write([{"_header": self.header}])
+
+    def _check_header(self, old: dict[str, Any]) -> None:
+        if old.get("schema") != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{self.path}: results schema {old.get('schema')} != {SCHEMA_VERSION}; use a new run directory"
+            )
+        new_hash, old_hash = self.header.get("config_hash"), old.get("config_hash")
+        if new_hash and old_hash and new_hash != old_hash:
+            raise ConfigError(
+                f"{self.path}: was written with another config (hash {old_hash} != {new_hash}); "
+                "refusing to mix results: use a new run directory"
+            )
+
+    def done_keys(self) -> set[tuple]:
+        return set(self._keys)
+
+    def append_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = [r for r in rows if row_key(r) not in self._keys]
+        if rows:
+            self._write(rows)
+            self._keys.update(row_key(r) for r in rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.append_many([row])
+
+    def _write(self, records: list[dict]) -> None:
+        self._fh.write("".join(json.dumps(r, default=_jsonable) + "\n" for r in records))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to results")
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    header, _, _ = _read_lines(Path(path))
+    return header or {}
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """All complete rows of a results file (a torn last line is ignored) as a DataFrame."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: results file not found")
+    _, rows, _ = _read_lines(path)
+    table = pd.DataFrame(rows)
+    if "layer" in table:
+        table["layer"] = table["layer"].astype("Int64")
+    return table
+
+
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write a summary/profile so that a crash leaves the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    mode = "wb" if isinstance(text, bytes) else "w"
+    with open(tmp, mode) as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

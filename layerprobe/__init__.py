@@ -1,0 +1,14 @@
+"""layerprobe: find where a multimodal LLM reads its image, layer by layer.
+
+    import layerprobe
+    loaded = layerprobe.load_model("tiny:llava")
+    with layerprobe.knockout(loaded, layers=[2], edges="image->text"):
+        out = loaded.model.generate(**loaded.encode([image], ["What color?"]), max_new_tokens=4)
+"""
+
+__version__ = "0.1.0"
+
+from layerprobe.interventions.knockout import knockout  # noqa: E402
+from layerprobe.models.loading import LoadedModel, load_model  # noqa: E402
+
+__all__ = ["__version__", "knockout", "load_model", "LoadedModel"]

@@ -1,0 +1,239 @@
+"""The one attention function layerprobe registers with transformers: it dispatches on the
+decoder layer and otherwise calls the stock SDPA / eager / flash function unchanged.
+
+    ctrl = controller(loaded)
+    with ctrl.edit(KnockoutEdit(layers={8}, edges="image->text")):
+        loaded.model.generate(**inputs)   # layer 8's text queries cannot see visual keys
+
+Everything an intervention needs per call arrives here: the layer (from the attention module),
+the query/key states after RoPE and cache update, the mask, and the token layout of the
+sequence (tracked by a pre-hook on the model's forward from its ``input_ids``). Mask edits
+return the (query, key) pairs to block; observers read the last query row (contrastive
+attention). Untouched layers get exactly the stock call, so no-op runs are bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import weakref
+from typing import Callable, Protocol
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from layerprobe.errors import ConfigError
+from layerprobe.layout import TokenLayout
+
+PREFIX = "layerprobe_"
+_CONTROLLERS: "weakref.WeakKeyDictionary[torch.nn.Module, Controller]" = weakref.WeakKeyDictionary()
+
+
+class MaskEdit(Protocol):
+    """Blocks (query, key) pairs at some layers. ``blocked`` returns (B, q, kv) bool or None."""
+
+    def layers(self) -> set[int] | None: ...  # None: may act at every layer
+
+    def blocked(self, layer: int, layout: TokenLayout, q_pos: torch.Tensor) -> torch.Tensor | None: ...
+
+
+class AttentionObserver(Protocol):
+    def layers(self) -> set[int]: ...
+
+    def observe(self, layer: int, module, query, key, layout: TokenLayout, q_pos: torch.Tensor) -> None: ...
+
+
+def _eager_for(module) -> Callable:
+    # Each family's modeling file defines its own eager function; it is what "eager" means there.
+    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if fn is None:
+        from transformers.models.llama.modeling_llama import eager_attention_forward as fn
+    return fn
+
+
+def _base_function(name: str, module) -> Callable:
+    if name == "eager":
+        return _eager_for(module)
+    if name == "sdpa":
+        return sdpa_attention_forward
+    return AttentionInterface._global_mapping[name]
+
+
+def _attention(module, query, key, value, attention_mask, **kwargs):
+    ctrl = _CONTROLLERS.get(module)
+    base_name = ctrl.base if ctrl is not None else "sdpa"
+    base = _base_function(base_name, module)
+    if ctrl is None or not ctrl.busy:
+        return base(module, query, key, value, attention_mask, **kwargs)
+    layer = ctrl.layer_of[module]
+    layout = ctrl.layout_for(key.shape[2])
+    q_pos = torch.arange(key.shape[2] - query.shape[2], key.shape[2], device=query.device)
+    for obs in ctrl.observers:
+        if layer in obs.layers():
+            obs.observe(layer, module, query, key, layout, q_pos)
+    blocked = ctrl.blocked(layer, layout, q_pos)
+    if blocked is None:
+        return base(module, query, key, value, attention_mask, **kwargs)
+    mask = _materialise(attention_mask, layout, q_pos, query.dtype, base_name)
+    if mask.dtype == torch.bool:
+        mask = mask & ~blocked[:, None]
+    else:
+        mask = mask.masked_fill(blocked[:, None], torch.finfo(mask.dtype).min)
+    if base_name not in ("sdpa", "eager"):
+        # flash kernels take no arbitrary mask: the edited layer runs SDPA on the same states
+        base = sdpa_attention_forward
+    return base(module, query, key, value, mask, **kwargs)
+
+
+def _materialise(mask, layout: TokenLayout, q_pos, dtype, base_name) -> torch.Tensor:
+    """A 4D mask for this call; SDPA's causal fast path passes None, flash a 2D padding mask."""
+    if mask is not None and mask.dim() == 4:
+        return mask
+    kv = torch.arange(layout.length, device=q_pos.device)
+    allowed = (kv[None, :] <= q_pos[:, None])[None] & layout.valid[:, None, :]
+    allowed = allowed[:, None]
+    if base_name == "eager":
+        zero = torch.zeros((), dtype=dtype, device=q_pos.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
+    return allowed
+
+
+for _name in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
+    AttentionInterface.register(PREFIX + _name, _attention)
+    # Without a mask function under the same name, transformers silently passes no mask at all.
+    AttentionMaskInterface.register(PREFIX + _name, AttentionMaskInterface._global_mapping[_name])
+del _name
+
+
+class Controller:
+    """Per-model state: the layer of each attention module, the active edits and observers,
+    and the token layout of the sequence being run. Installs the dispatching backend only
+    while something is active (or permanently, for models with a built-in structure)."""
+
+    def __init__(self, model, adapter):
+        self.model_ref = weakref.ref(model)
+        self.adapter = adapter
+        layers = adapter.decoder_layers(model)
+        self.layer_of = {adapter.attention_module(layer): i for i, layer in enumerate(layers)}
+        self.num_layers = len(layers)
+        self.edits: list[MaskEdit] = []
+        self.permanent: list[MaskEdit] = []
+        self.observers: list[AttentionObserver] = []
+        self.base: str | None = None
+        self._hook = None
+        self._layout: TokenLayout | None = None
+        for module in self.layer_of:
+            _CONTROLLERS[module] = self
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.edits or self.permanent or self.observers)
+
+    # installation -----------------------------------------------------------------------
+    def _install(self) -> None:
+        if self._hook is not None:
+            return
+        model = self.model_ref()
+        current = self.adapter.text_config(model)._attn_implementation or "sdpa"
+        self.base = current[len(PREFIX):] if current.startswith(PREFIX) else current
+        if self.base not in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
+            raise ConfigError(f"attn_implementation={self.base!r}: layerprobe supports sdpa, eager and flash_attention_2/3")
+        model.set_attn_implementation({"text_config": PREFIX + self.base})
+        self._hook = model.register_forward_pre_hook(self._track_layout, with_kwargs=True)
+
+    def _uninstall(self) -> None:
+        if self._hook is None or self.busy:
+            return
+        self._hook.remove()
+        self._hook = None
+        self._layout = None
+        self.model_ref().set_attn_implementation({"text_config": self.base})
+
+    @contextlib.contextmanager
+    def edit(self, edit: MaskEdit):
+        self._install()
+        self.edits.append(edit)
+        try:
+            yield edit
+        finally:
+            self.edits.remove(edit)
+            self._uninstall()
+
+    @contextlib.contextmanager
+    def observe(self, observer: AttentionObserver):
+        self._install()
+        self.observers.append(observer)
+        try:
+            yield observer
+        finally:
+            self.observers.remove(observer)
+            self._uninstall()
+
+    def add_permanent(self, edit: MaskEdit) -> None:
+        """A structural mask that is part of the model (the organism's planted layers)."""
+        self._install()
+        self.permanent.append(edit)
+
+    # layout -----------------------------------------------------------------------------
+    def _track_layout(self, module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            self._layout = None
+            return
+        cache = kwargs.get("past_key_values")
+        past = cache.get_seq_length() if cache is not None else 0
+        self.set_sequence(input_ids, kwargs.get("attention_mask"), past)
+
+    def set_sequence(self, input_ids, attention_mask, past: int = 0) -> TokenLayout:
+        """Record the tokens of a forward call; ``past`` tokens are already in the cache."""
+        visual = self.adapter.visual_token_mask(self.model_ref(), input_ids)
+        if past == 0 or self._layout is None:
+            self._layout = TokenLayout.from_ids(input_ids, attention_mask, visual)
+        else:
+            old = self._layout.truncate(past)
+            valid = torch.cat([old.valid, torch.ones_like(visual)], dim=1)
+            if attention_mask is not None and attention_mask.shape[1] == valid.shape[1]:
+                valid = attention_mask.bool()
+            self._layout = TokenLayout(valid, torch.cat([old.visual, visual & valid[:, past:]], 1), old.prompt_len)
+        return self._layout
+
+    def set_layout(self, layout: TokenLayout | None) -> None:
+        self._layout = layout
+
+    def layout_for(self, kv_len: int) -> TokenLayout:
+        layout = self._layout
+        if layout is None:
+            raise ConfigError(
+                "a layerprobe intervention is active but the forward call passed no input_ids; "
+                "call the model with input_ids (not inputs_embeds) inside the context"
+            )
+        if layout.length != kv_len:
+            raise ConfigError(
+                f"token layout covers {layout.length} positions but attention sees {kv_len} keys; "
+                "sliding-window or custom caches are not supported by layerprobe interventions"
+            )
+        return layout
+
+    def blocked(self, layer: int, layout: TokenLayout, q_pos) -> torch.Tensor | None:
+        out = None
+        for edit in (*self.permanent, *self.edits):
+            wanted = edit.layers()
+            if wanted is not None and layer not in wanted:
+                continue
+            b = edit.blocked(layer, layout, q_pos)
+            if b is not None:
+                out = b if out is None else out | b
+        return out
+
+
+_BY_MODEL: "weakref.WeakKeyDictionary[torch.nn.Module, Controller]" = weakref.WeakKeyDictionary()
+
+
+def controller(loaded) -> Controller:
+    """The controller of a loaded model (created on first use)."""
+    model = loaded.model
+    ctrl = _BY_MODEL.get(model)
+    if ctrl is None:
+        ctrl = _BY_MODEL[model] = Controller(model, loaded.adapter)
+    return ctrl

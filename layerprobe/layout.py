@@ -1,0 +1,106 @@
+"""Token layout of a batch: which positions are system prefix, visual tokens, question text,
+the last prompt token and generated tokens, derived from the input ids of each forward call.
+
+    layout = TokenLayout.from_ids(input_ids, attention_mask, visual=input_ids == image_token_id)
+    layout.visual          # (B, T) bool: keys that carry the image
+    layout.text_after      # (B, T) bool: every text position after the image (generated included)
+    layout.first_text      # (B,) index of the first text token after the visual tokens
+
+Positions are indices into the (left-padded) sequence as the model's key/value cache holds it, so
+they stay valid across decode steps; nothing assumes a token count or a prompt length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from layerprobe.errors import ConfigError
+
+EDGE_SETS = ("image->text", "image->last", "image->question")
+
+
+@dataclass
+class TokenLayout:
+    valid: torch.Tensor  # (B, T) not padding
+    visual: torch.Tensor  # (B, T) visual-token positions (tiles and newline tokens included)
+    prompt_len: int  # positions >= prompt_len were generated
+
+    @classmethod
+    def from_ids(cls, input_ids, attention_mask, visual, prompt_len: int | None = None) -> "TokenLayout":
+        valid = torch.ones_like(visual) if attention_mask is None else attention_mask[:, : visual.shape[1]].bool()
+        return cls(valid=valid, visual=visual & valid, prompt_len=prompt_len or visual.shape[1])
+
+    @property
+    def length(self) -> int:
+        return self.visual.shape[1]
+
+    @property
+    def positions(self) -> torch.Tensor:
+        return torch.arange(self.length, device=self.visual.device)
+
+    @property
+    def last_visual(self) -> torch.Tensor:
+        """(B,) index of the last visual token, -1 where a sample has none."""
+        idx = torch.where(self.visual, self.positions, torch.full_like(self.positions, -1))
+        return idx.max(dim=1).values
+
+    @property
+    def first_visual(self) -> torch.Tensor:
+        """(B,) index of the first visual token, T where a sample has none."""
+        big = torch.full_like(self.positions, self.length)
+        return torch.where(self.visual, self.positions, big).min(dim=1).values
+
+    @property
+    def first_text(self) -> torch.Tensor:
+        """(B,) index of the first text token after the visual tokens."""
+        return self.last_visual + 1
+
+    @property
+    def prefix(self) -> torch.Tensor:
+        """System prefix: valid positions before the first visual token."""
+        return self.valid & (self.positions[None] < self.first_visual[:, None])
+
+    @property
+    def text_after(self) -> torch.Tensor:
+        has_image = self.last_visual >= 0
+        after = self.positions[None] > self.last_visual[:, None]
+        return self.valid & after & has_image[:, None]
+
+    @property
+    def generated(self) -> torch.Tensor:
+        return self.valid & (self.positions[None] >= self.prompt_len)
+
+    @property
+    def last_prompt(self) -> torch.Tensor:
+        out = torch.zeros_like(self.visual)
+        out[:, self.prompt_len - 1] = True
+        return out & self.valid
+
+    @property
+    def question(self) -> torch.Tensor:
+        """Post-image prompt text except the last prompt token."""
+        return self.text_after & ~self.generated & ~self.last_prompt
+
+    def queries(self, edges: str) -> torch.Tensor:
+        """(B, T) positions whose attention to visual keys an edge set blocks."""
+        if edges == "image->text":
+            return self.text_after
+        if edges == "image->last":
+            return (self.last_prompt | self.generated) & self.text_after
+        if edges == "image->question":
+            return self.question
+        raise ConfigError(f"edges={edges!r}: unknown edge set; choose one of {', '.join(EDGE_SETS)}")
+
+    def extend(self, n_new: int, attention_mask=None) -> "TokenLayout":
+        """The layout after ``n_new`` more tokens (generated ones unless still inside the prompt)."""
+        b = self.visual.shape[0]
+        pad = torch.zeros(b, n_new, dtype=torch.bool, device=self.visual.device)
+        valid = torch.cat([self.valid, ~pad], dim=1)
+        if attention_mask is not None and attention_mask.shape[1] >= valid.shape[1]:
+            valid = attention_mask[:, : valid.shape[1]].bool()
+        return TokenLayout(valid=valid, visual=torch.cat([self.visual, pad], dim=1), prompt_len=self.prompt_len)
+
+    def truncate(self, length: int) -> "TokenLayout":
+        return TokenLayout(self.valid[:, :length], self.visual[:, :length], min(self.prompt_len, length))

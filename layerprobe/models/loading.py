@@ -1,0 +1,150 @@
+"""Load a checkpoint (local path, a hub id already in the user's cache, or a built-in tiny
+model) with its processor and family adapter.
+
+    loaded = load_model("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
+    loaded = load_model("/ckpt/llava-v1.6-vicuna-7b-hf")
+    loaded = load_model("tiny:llava_next")               # random, built from real configs
+    inputs = loaded.encode([image], ["What is shown?"])  # chat template + processor, on device
+
+Nothing is downloaded: hub ids resolve from the local cache only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from layerprobe.errors import ModelError
+from layerprobe.models.base import ModelAdapter
+from layerprobe.models.registry import adapter_for
+
+ORGANISM_FILE = "layerprobe_organism.json"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    adapter: ModelAdapter
+    name: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def decoder_layers(self):
+        return self.adapter.decoder_layers(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.model.config.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "architecture": type(self.model).__name__,
+            "family": self.adapter.family,
+            "num_layers": self.num_layers,
+            "config_hash": self.config_hash(),
+        }
+
+    def encode(self, images: list, texts: list[str], n_images: int = 1):
+        """Chat-templated, left-padded inputs for one batch, on the model's device."""
+        prompts = [self.adapter.format_prompt(self.processor, t, n_images) for t in texts]
+        enc = self.adapter.processor_inputs(self.processor, images, prompts)
+        dtype = self.model.dtype
+        return {
+            k: (v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in enc.items()
+        }
+
+
+def _resolve_dtype(dtype, device: str):
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if isinstance(dtype, str):
+        if not hasattr(torch, dtype):
+            raise ModelError(f"dtype={dtype!r}: not a torch dtype (float32, bfloat16, float16)")
+        return getattr(torch, dtype)
+    return dtype
+
+
+def _resolve_path(name_or_path: str) -> str:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not a checkpoint directory (no config.json)")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelError(f"{name_or_path}: model path does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name_or_path, local_files_only=True)
+    except Exception:
+        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        raise ModelError(
+            f"model {name_or_path!r}: not a local path and not in the Hugging Face cache ({cache}); "
+            f"layerprobe never downloads: fetch it first (huggingface-cli download {name_or_path})"
+        ) from None
+
+
+def load_model(name_or_path: str, device: str | None = None, dtype=None,
+               attn_implementation: str = "sdpa") -> LoadedModel:
+    """Model, processor and adapter for a checkpoint; see the module docstring."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = _resolve_dtype(dtype, device)
+    if name_or_path.startswith("tiny:"):
+        from layerprobe.models.tiny import build_tiny
+
+        family, *rest = name_or_path[len("tiny:"):].split(":")
+        model, processor = build_tiny(family, num_layers=int(rest[0]) if rest else 32)
+        model.set_attn_implementation(attn_implementation)
+        model.to(device=device, dtype=torch_dtype)
+        return LoadedModel(model, processor, adapter_for(model.config), name_or_path)
+
+    from transformers import AutoConfig, AutoProcessor
+    import transformers
+
+    path = _resolve_path(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except Exception as err:
+        raise ModelError(f"{path}: cannot read config.json: {err}".splitlines()[0]) from None
+    adapter = adapter_for(config)
+    arch = next(a for a in config.architectures if hasattr(transformers, a))
+    placement = {"device_map": "auto"} if device == "auto" else {}
+    model = getattr(transformers, arch).from_pretrained(
+        path, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
+    )
+    if not placement:
+        model.to(device)
+    model.eval()
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    tok = getattr(processor, "tokenizer", processor)
+    tok.padding_side = "left"  # batched greedy decoding appends on the right
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    loaded = LoadedModel(model, processor, adapter, name_or_path)
+    organism_spec = Path(path) / ORGANISM_FILE
+    if organism_spec.is_file():
+        from layerprobe.organism.planted import install_planted
+
+        install_planted(loaded, json.loads(organism_spec.read_text()))
+    return loaded

@@ -86,6 +86,10 @@ def _resolve_dtype(dtype, device: str):
 
 
 def _resolve_path(name_or_path: str) -> str:
+    if name_or_path == "organism":
+        from layerprobe.paths import PACKAGE_DIR
+
+        name_or_path = str(PACKAGE_DIR / "organism" / "weights")
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -1,0 +1,54 @@
+"""Glue shared by the Hydra entry points: build library objects from composed configs.
+Only ``layerprobe.cli`` imports Hydra; these helpers take plain dicts/DictConfigs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from typing import Any
+
+from layerprobe.errors import LayerprobeError
+
+DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt")
+
+
+def plain(cfg) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, (dict, list)) else cfg
+
+
+def config_hash(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_model_from(model_cfg):
+    from layerprobe.models.loading import load_model
+
+    m = plain(model_cfg)
+    return load_model(m.get("path") or m["name"], device=m.get("device"), dtype=m.get("dtype"),
+                      attn_implementation=m.get("attn_implementation") or "sdpa")
+
+
+def load_data_from(data_cfg):
+    from layerprobe.data.registry import load_benchmark
+
+    d = plain(data_cfg)
+    data = load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
+    if d.get("max_new_tokens"):
+        data.max_new_tokens = int(d["max_new_tokens"])
+    if d.get("metric"):
+        data.metric = d["metric"]
+    return data
+
+
+def run_cli(fn, *args) -> None:
+    """Bad input ends in one line on stderr and exit code 2, not a traceback."""
+    try:
+        fn(*args)
+    except LayerprobeError as err:
+        logging.getLogger("layerprobe").error("%s", err)
+        print(f"layerprobe: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,64 @@
+"""``layerprobe-sweep``: the baseline plus a knockout at each decoder layer, on any model and
+benchmark; defaults to the model organism and its synthetic test set.
+
+    layerprobe-sweep                                          # organism, all 32 layers
+    layerprobe-sweep model=llava15_7b data=textvqa data.root=/data/textvqa layers=[0,1,2]
+    layerprobe-sweep -m data=vqav2,gqa data.num_shards=2 data.shard=0,1 hydra/launcher=joblib
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+from layerprobe import __version__
+from layerprobe.cli.common import config_hash, load_data_from, load_model_from, plain, run_cli
+from layerprobe.paths import CONF_DIR
+
+log = logging.getLogger("layerprobe.sweep")
+
+
+def sweep(cfg) -> None:
+    from layerprobe.sweep import run_sweep
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    loaded = load_model_from(cfg.model)
+    data = load_data_from(cfg.data)
+    mask = plain(cfg.mask)
+    layers = plain(cfg.layers)
+    identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}
+    header = {
+        "config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
+        "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
+        "layerprobe_version": __version__,
+    }
+    log.info("model %s (%d layers), %s: %d samples (%d skipped on load), run dir %s",
+             loaded.name, loaded.num_layers, data.name, len(data.samples), len(data.skipped), run_dir)
+    summary = run_sweep(
+        loaded, data, run_dir, layers=layers, edges=mask["edges"], window=mask.get("window", 1),
+        batch_size=cfg.batch_size, engine=cfg.engine, header=header, on_error=cfg.data.get("on_error", "raise"),
+        progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
+        engine_opts=plain(cfg.get("engine_opts")) or {},
+    )
+    base = summary[summary["condition"] == "baseline"]
+    if len(base):
+        log.info("baseline accuracy %.3f; lowest knockout %s", base["accuracy"].iloc[0],
+                 summary[summary["condition"] != "baseline"].nsmallest(3, "accuracy")[["layer", "accuracy"]]
+                 .to_dict("records"))
+    log.info("wrote %s", run_dir)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="sweep", version_base="1.3")
+def _main(cfg) -> None:
+    run_cli(sweep, cfg)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Layer-wise knockout sweep: the baseline plus a knockout at every decoder layer, per sample,
+written as produced into ``results.jsonl``, then ``summary.csv`` and the masking curves.
+
+    data = load_benchmark("organism")
+    summary = run_sweep(loaded, data, "runs/organism", edges="image->text")
+
+A rerun into the same directory resumes: rows already on disk are not recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from layerprobe.engines.conditions import Condition, sweep_conditions
+from layerprobe.engines.naive import NaiveEngine
+from layerprobe.errors import ConfigError, DataError
+from layerprobe.metrics import score as score_answer
+from layerprobe.plots.masking import plot_masking_curves
+from layerprobe.plots.save import save_figure
+from layerprobe.results import ResultsWriter, read_results, write_atomic
+from layerprobe.runner import warm_up
+from layerprobe.summary import summarise
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(name: str, edges: str, **opts):
+    if name == "naive":
+        return NaiveEngine(edges)
+    if name == "fast":
+        from layerprobe.engines.fast import FastEngine, fast_engine_reason
+
+        reason = fast_engine_reason(edges)
+        if reason is None:
+            return FastEngine(edges, **opts)
+        log.warning("engine=fast falls back to naive: %s", reason)
+        return NaiveEngine(edges)
+    raise ConfigError(f"engine={name!r}: choose 'fast' or 'naive'")
+
+
+def _chunks(items, size):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _row(bench, sample, cond: Condition, edges, **fields):
+    return {"benchmark": bench, "sample_id": str(sample.sample_id), "condition": cond.name,
+            "layer": cond.layer, "edges": edges, **fields}
+
+
+def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", window: int = 1,
+              batch_size: int = 8, engine: str = "fast", header: dict | None = None,
+              on_error: str = "raise", progress: bool = True, title: str | None = None,
+              engine_opts: dict | None = None) -> pd.DataFrame:
+    run_dir = Path(run_dir)
+    conditions = sweep_conditions(loaded.num_layers, layers, window)
+    runner = make_engine(engine, edges, **(engine_opts or {}))
+    bench = data.name
+    writer = ResultsWriter(run_dir / "results.jsonl", header)
+    with writer:
+        done = writer.done_keys()
+        writer.append_many(
+            _row(bench, _Missing(sid), c, edges, prediction=None, score=None, skipped=reason)
+            for sid, reason in data.skipped for c in conditions
+        )
+        total = len(data.samples) * len(conditions)
+        bar = tqdm(total=total, desc=f"sweep {bench}", unit="gen", disable=not progress)
+        warmed = False
+        for batch in _chunks(data.samples, batch_size):
+            todo = [c for c in conditions if any((bench, str(s.sample_id), *c.key) not in done for s in batch)]
+            if not todo:
+                bar.update(len(batch) * len(conditions))
+                continue
+            n_batch = len(batch)
+            batch, images = _load_images(batch, bench, todo, edges, writer, on_error)
+            if batch:
+                inputs = loaded.encode(images, [data.prompt(s) for s in batch])
+                if not warmed:
+                    warm_up(loaded, inputs)
+                    warmed = True
+                answers = runner.run_batch(loaded, inputs, todo, data.max_new_tokens)
+                writer.append_many(
+                    _row(bench, s, c, edges, prediction=a.text,
+                         score=score_answer(data.metric, a.text, s.answers), skipped=None,
+                         prefill_s=a.prefill_s, total_s=a.total_s, n_tokens=a.n_tokens, batch_size=len(batch))
+                    for c in todo for s, a in zip(batch, answers[c.key])
+                )
+            bar.update(n_batch * len(conditions))
+        bar.close()
+    return write_summary(run_dir, title=title)
+
+
+class _Missing:
+    def __init__(self, sample_id):
+        self.sample_id = sample_id
+
+
+def _load_images(batch, bench, conditions, edges, writer, on_error):
+    kept, images = [], []
+    for sample in batch:
+        try:
+            images.append(sample.load_image())
+            kept.append(sample)
+        except DataError as err:
+            if on_error != "skip":
+                raise
+            log.warning("skipping %s", err)
+            writer.append_many(
+                _row(bench, sample, c, edges, prediction=None, score=None, skipped=str(err)) for c in conditions
+            )
+    return kept, images
+
+
+def write_summary(run_dir, title: str | None = None, latency_note: str | None = None) -> pd.DataFrame:
+    run_dir = Path(run_dir)
+    summary = summarise(read_results(run_dir / "results.jsonl"))
+    write_atomic(run_dir / "summary.csv", summary.to_csv(index=False))
+    if (summary["condition"] != "baseline").any():
+        fig = plot_masking_curves(summary, title=title, latency_note=latency_note)
+        save_figure(fig, run_dir / "masking_curves")
+    return summary

@@ -1,0 +1,47 @@
+"""load_model: local checkpoints round-trip, the adapter comes from config.architectures, and
+bad names fail in one line without touching the network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import layerprobe
+from layerprobe.errors import ModelError
+from layerprobe.models.tiny import save_tiny
+from tests.conftest import make_images
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next"])
+def test_saved_checkpoint_loads_with_its_adapter_and_template(tmp_path, family):
+    path = save_tiny(family, tmp_path / family, num_layers=3)
+    loaded = layerprobe.load_model(str(path), device="cpu")
+    assert loaded.adapter.family == family
+    assert loaded.num_layers == 3
+    assert loaded.tokenizer.padding_side == "left"
+    prompt = loaded.adapter.format_prompt(loaded.processor, "what is it ?")
+    assert prompt.startswith("USER:") and prompt.endswith("ASSISTANT:") and "<image>" in prompt
+    inputs = loaded.encode(make_images(2), ["what is it ?", "how many"])
+    with torch.no_grad():
+        assert loaded.model(**inputs).logits.shape[0] == 2
+
+
+def test_unsupported_architecture_lists_supported(tmp_path):
+    path = save_tiny("llava", tmp_path / "m", num_layers=2)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["architectures"] = ["FancyVLMForEverything"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match=r"FancyVLMForEverything.*not supported; supported: .*LlavaForConditionalGeneration"):
+        layerprobe.load_model(str(path))
+
+
+def test_missing_path_and_uncached_hub_id_fail_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelError, match="model path does not exist"):
+        layerprobe.load_model(str(tmp_path / "nope"))
+    with pytest.raises(ModelError, match="not in the Hugging Face cache.*never downloads"):
+        layerprobe.load_model("someone/not-a-cached-model")
+    with pytest.raises(ModelError, match="no config.json"):
+        layerprobe.load_model(str(tmp_path))

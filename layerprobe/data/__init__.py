@@ -1,5 +1,6 @@
 """Benchmark loaders and the synthetic task, all yielding :class:`Sample`."""
 
 from layerprobe.data.sample import Sample
+from layerprobe.data.registry import BenchmarkData, load_benchmark
 
-__all__ = ["Sample"]
+__all__ = ["Sample", "BenchmarkData", "load_benchmark"]

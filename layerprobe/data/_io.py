@@ -1,0 +1,222 @@
+"""Plumbing shared by the benchmark loaders: options, layout detection, JSON, typed record fields.
+
+    root = benchmark_root("vqav2", "/data/vqav2", expected="v2_OpenEnded_mscoco_val2014_questions.json")
+    records = Collector(on_error="skip")
+    records.run(((Record(item, path, f"questions[{i}]"),) for i, item in enumerate(items)), build)
+    samples, skipped = records.result    # skipped: [(sample id or "questions[3]", one-line reason)]
+
+Every error names the file and the record (index or sample id) and fits on one line, so a user
+with 5,000 records finds the bad one without a debugger.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from layerprobe.data.sample import Sample
+from layerprobe.errors import ConfigError, DataError
+
+LAYOUTS = ("official", "parquet", "auto")
+ON_ERROR = ("raise", "skip")
+
+
+def check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{option}={value!r}: choose one of {', '.join(choices)}")
+
+
+def pick_split(name: str, splits: dict[str, Any], split: str) -> Any:
+    """The per-split file names of a benchmark; an unknown split names the known ones."""
+    try:
+        return splits[split]
+    except KeyError:
+        raise ConfigError(f"{name}: split {split!r} is unknown; known: {', '.join(splits)}") from None
+
+
+def benchmark_root(name: str, root: str | Path | None, expected: str) -> Path:
+    """``root`` as a Path, or a DataError saying what the folder should hold."""
+    if root is None or str(root) in ("", "???"):
+        raise DataError(f"{name}: data.root is not set; point it at the folder holding {expected}")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder (data.root for {name}, expected to hold {expected})")
+    return path
+
+
+def detect_layout(name: str, root: Path, layout: str, official: Path,
+                  parquet: Callable[[], list[Path]], parquet_pattern: str) -> tuple[str, list[Path]]:
+    """('official', []) or ('parquet', files): what ``layout`` asks for, or for 'auto' what
+    ``root`` holds, the official file winning when both are there."""
+    check_choice("data.layout", layout, LAYOUTS)
+    if layout in ("official", "auto") and official.is_file():
+        return "official", []
+    files = parquet() if layout in ("parquet", "auto") else []
+    if files:
+        return "parquet", files
+    if layout == "official":
+        raise DataError(f"{official}: not found ({name}, official layout)")
+    if layout == "parquet":
+        raise DataError(f"{root}: no {parquet_pattern} files ({name}, parquet layout)")
+    raise DataError(f"{root}: holds neither {official.relative_to(root)} (official layout) "
+                    f"nor {parquet_pattern} (parquet mirror) for {name}")
+
+
+def find_dir(root: Path, candidates: Iterable[str]) -> Path:
+    """The first candidate folder that exists, else the first one: a missing image then fails at
+    load time with its full path, which is the message a user can act on."""
+    candidates = list(candidates)
+    for rel in candidates:
+        if (root / rel).is_dir():
+            return root / rel
+    return root / candidates[0]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read: {type(err).__name__}: {err}") from None
+
+
+def json_list(path: Path, data: Any, key: str | None) -> list:
+    """``data[key]`` (or ``data`` itself) as a list, or a DataError naming the field."""
+    value = data
+    if key is not None:
+        if not isinstance(data, dict) or key not in data:
+            raise DataError(f"{path}: missing key {key!r} at the top level")
+        value = data[key]
+    if not isinstance(value, list):
+        raise DataError(f"{path}: {key or 'top level'} must be a list, got {type(value).__name__}")
+    return value
+
+
+def json_records(path: Path, key: str | None):
+    """A Record for each item of the list at ``key`` (None: the top level) of a JSON file."""
+    items = json_list(path, read_json(path), key)
+    return (Record(item, path, f"{key or ''}[{i}]") for i, item in enumerate(items))
+
+
+def _short(value: Any) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class RecordError(DataError):
+    """One bad record. ``locator`` is its sample id once known, else its place in the file."""
+
+    def __init__(self, file: Path | str, where: str, reason: str, locator: str | None = None):
+        super().__init__(f"{file}: {where}: {reason}")
+        self.locator = locator or where
+
+
+class Record:
+    """Typed access to one JSON object or parquet row; every failure is a RecordError."""
+
+    def __init__(self, data: Any, file: Path | str, where: str):
+        self.file, self.where, self.sample_id = file, where, None
+        self._data = data
+
+    @property
+    def data(self) -> dict:
+        # Checked on use, so that the failure happens inside Collector.guard and can be skipped.
+        if not isinstance(self._data, dict):
+            self.fail(f"expected an object, got {type(self._data).__name__}")
+        return self._data
+
+    def fail(self, reason: str):
+        where = self.where if self.sample_id is None else f"{self.where} (sample {self.sample_id})"
+        raise RecordError(self.file, where, reason, self.sample_id)
+
+    def _value(self, key: str) -> Any:
+        if key not in self.data:
+            self.fail(f"missing key {key!r}")
+        if self.data[key] is None:
+            self.fail(f"{key} is null")
+        return self.data[key]
+
+    def ident(self, key: str) -> str:
+        """The sample id (an int or a string in the files); later errors name it."""
+        self.sample_id = self.key(key)
+        return self.sample_id
+
+    def key(self, key: str) -> str:
+        """An int-or-string id field (image id, question id) as a string."""
+        value = self._value(key)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            self.fail(f"{key} must be an int or a string, got {_short(value)}")
+        return str(value)
+
+    def text(self, key: str) -> str:
+        value = self._value(key)
+        if not isinstance(value, str):
+            self.fail(f"{key} must be a string, got {_short(value)}")
+        return value
+
+    def integer(self, key: str) -> int:
+        value = self._value(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(f"{key} must be an integer, got {_short(value)}")
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def answers(self, key: str, required: bool = True) -> list[str]:
+        """A list of strings or of ``{answer: str, ...}`` dicts; absent is [] where not required
+        (test splits, scored on a server)."""
+        return self.strings(key, required, unwrap="answer")
+
+    def strings(self, key: str, required: bool = True, unwrap: str | None = None) -> list[str]:
+        if not required and self.data.get(key) is None:
+            return []
+        value = self._value(key)
+        kind = "strings" if unwrap is None else f"strings or {{{unwrap}: ...}} objects"
+        if not isinstance(value, list):
+            self.fail(f"{key} must be a list of {kind}, got {_short(value)}")
+        out = []
+        for i, item in enumerate(value):
+            if unwrap is not None and isinstance(item, dict):
+                item = item.get(unwrap)
+            if not isinstance(item, str):
+                self.fail(f"{key}[{i}] must be one of the {kind}, got {_short(value[i])}")
+            out.append(item)
+        return out
+
+
+class Collector:
+    """Builds samples record by record; with ``on_error='skip'`` a bad record is noted, not fatal."""
+
+    def __init__(self, on_error: str):
+        check_choice("data.on_error", on_error, ON_ERROR)
+        self.on_error = on_error
+        self.samples: list[Sample] = []
+        self.skipped: list[tuple[str, str]] = []
+
+    def guard(self, build: Callable[..., Any], *args) -> Any:
+        """``build(*args)``, or None after noting its RecordError when skipping."""
+        try:
+            return build(*args)
+        except RecordError as err:
+            if self.on_error == "raise":
+                raise
+            self.skipped.append((err.locator, str(err)))
+            return None
+
+    def run(self, items: Iterable[tuple], build: Callable[..., Sample | None]) -> Collector:
+        for args in items:
+            sample = self.guard(build, *args)
+            if sample is not None:
+                self.samples.append(sample)
+        return self
+
+    @property
+    def result(self) -> tuple[list[Sample], list[tuple[str, str]]]:
+        return self.samples, self.skipped

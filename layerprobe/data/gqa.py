@@ -1,0 +1,78 @@
+"""GQA: compositional questions on Visual Genome images, one answer each, scored by exact match.
+
+    from layerprobe.data import gqa
+    samples, skipped = gqa.load("/data/gqa", "testdev_balanced")
+    samples[0].answers               # ["cat"]: the single answer, as a list like every benchmark
+
+Official layout: {tier}_questions.json (dict questionId -> record) in root, images/{imageId}.jpg.
+Parquet mirror (lmms-lab/GQA): two configs joined on imageId == id,
+{tier}_instructions/{split}-*.parquet and {tier}_images/{split}-*.parquet.
+"""
+
+from pathlib import Path
+
+from layerprobe.data._io import Collector, Record, benchmark_root, detect_layout, find_dir, pick_split, read_json
+from layerprobe.data._parquet import ParquetImage, parquet_records, read_rows, split_files
+from layerprobe.data._prompts import short_answer
+from layerprobe.data.sample import Sample
+from layerprobe.errors import DataError
+
+NAME = "gqa"
+METRIC = "gqa_accuracy"
+MAX_NEW_TOKENS = 16
+DEFAULT_SPLIT = "testdev_balanced"
+# tier -> split name inside the mirror's configs; LLaVA reports testdev_balanced.
+SPLITS = {"testdev_balanced": "testdev", "testdev_all": "testdev", "val_balanced": "val",
+          "train_balanced": "train", "challenge_balanced": "challenge"}
+
+
+def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str = "raise"):
+    mirror_split = pick_split(NAME, SPLITS, split)
+    questions = f"{split}_questions.json"
+    root = benchmark_root(NAME, root, questions)
+    config = f"{split}_instructions"
+    kind, files = detect_layout(NAME, root, layout, root / questions,
+                                lambda: split_files(root, mirror_split, config),
+                                f"{config}/{mirror_split}-*.parquet")
+    records = Collector(on_error)
+    if kind == "official":
+        path = root / questions
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: top level must be an object questionId -> question, got {type(data).__name__}")
+        image_dir = find_dir(root, ["images", "."])
+        records.run(((Record(item, path, f"question {qid}"), qid, lambda image_id: str(image_dir / f"{image_id}.jpg"))
+                     for qid, item in data.items()), _sample)
+    else:
+        images = _image_index(root, mirror_split, f"{split}_images")
+        rows = parquet_records(files, ("id", "imageId", "question", "answer"), image_column=None)
+        records.run(((rec, None, images.get) for rec, _ in rows), _sample)
+    return records.result
+
+
+def _sample(record: Record, question_id, image_of) -> Sample:
+    # The official file keys records by questionId; the mirror has it as column "id".
+    if question_id is None:
+        question_id = record.ident("id")
+    record.sample_id = str(question_id)
+    image_id = record.key("imageId")
+    image = image_of(image_id) or record.fail(f"imageId {image_id} is not in the images parquet files")
+    return Sample(str(question_id), image, record.text("question"), [record.text("answer")],
+                  {"image_id": image_id, "full_answer": record.get("fullAnswer"),
+                   "is_balanced": record.get("isBalanced")})
+
+
+def _image_index(root: Path, split: str, config: str) -> dict[str, ParquetImage]:
+    """imageId -> where its image is; reads only the id column."""
+    files = split_files(root, split, config)
+    if not files:
+        raise DataError(f"{root}: no {config}/{split}-*.parquet files (the GQA images, joined on imageId)")
+    index: dict[str, ParquetImage] = {}
+    for path in files:
+        for i, row in enumerate(read_rows(path, required=("id",))):
+            index.setdefault(str(row["id"]), ParquetImage(str(path), i))
+    return index
+
+
+def build_prompt(sample: Sample) -> str:
+    return short_answer(sample.question)

@@ -1,0 +1,62 @@
+"""``layerprobe-discover``: a knockout sweep in, a layer profile out.
+
+    layerprobe-discover run=runs/organism
+    layerprobe-discover 'run=[runs/vqav2_shard0,runs/vqav2_shard1]' out=conf/profile/my_model.yaml alpha=0.01
+
+From Python, without Hydra: ``run_discover({"run": "runs/organism"})`` (same keys as
+``conf/discover.yaml``), or ``layerprobe.discovery.discover_runs`` directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from layerprobe.discovery import DEFAULTS, DiscoverOutput, discover_runs
+from layerprobe.errors import ConfigError, LayerprobeError, ProfileError
+from layerprobe.paths import CONF_DIR
+
+OPTIONS = set(DEFAULTS) | {"num_layers", "review_layer", "post_integrated_layer"}
+
+
+def run_discover(cfg: Mapping[str, Any] | DictConfig) -> DiscoverOutput:
+    """Discover and write the outputs; prints the summary. Raises ProfileError (after writing the
+    evidence and figure) when the result cannot be a profile."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    unknown = set(cfg) - OPTIONS - {"run", "out", "figure"}
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: run, out, figure, {', '.join(sorted(OPTIONS))}")
+    runs = cfg.get("run")
+    if not runs:
+        raise ConfigError("run: give a sweep run directory, or a list: 'run=[a,b]'")
+    # Hydra reads run=123 as a number: paths are strings whatever they look like
+    runs = [str(r) for r in runs] if isinstance(runs, (list, tuple)) else str(runs)
+    options = {k: v for k, v in cfg.items() if k in OPTIONS}
+    result = discover_runs(runs, out=cfg.get("out"), figure=cfg.get("figure", True), **options)
+    print(result.discovery.summary())
+    print("wrote " + ", ".join(str(p) for p in result.written))
+    if result.profile_error:
+        raise ProfileError(result.profile_error)
+    return result
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="discover", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    try:
+        run_discover(cfg)
+    except LayerprobeError as err:
+        print(f"layerprobe-discover: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Find fusion layers and the review layer in a knockout sweep, with statistics.
+
+    found = discover("runs/organism")                  # a run dir, a list of them, or a table
+    found.fusion_layers, found.review_layer            # [2, 4, 8, 11, 12, 13], 29
+    found.evidence                                     # per benchmark x layer: drop, CI, p, q
+    profile = to_profile(found)                        # a LayerProfile, ready for save_profile
+    discover_runs(["runs/a", "runs/b"], out="profile.yaml")   # + discovery.csv and figure
+
+A (benchmark, layer) test is *significant* when its Benjamini-Hochberg q-value over all
+benchmarks x layers is <= ``alpha`` and its accuracy drop is >= ``min_effect``. A layer is
+discovered when it is significant on at least ``min_benchmarks`` benchmarks. Discovered layers
+before ``late_start = ceil((1 - late_fraction) * num_layers)`` are fusion layers; among the late
+ones the review layer is the one with the largest drop (mean over benchmarks). The
+post-integrated layer is ``review_layer - 1`` unless given.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from layerprobe.errors import ConfigError, DataError, ProfileError
+from layerprobe.profiles import LayerProfile, layerprobe_version, save_profile
+from layerprobe.results import read_header, read_results, write_atomic
+from layerprobe.stats import bh_qvalues, paired_effects
+
+DEFAULTS = dict(alpha=0.05, min_effect=0.02, late_fraction=0.25, min_benchmarks=1, test="mcnemar",
+                correct_threshold=0.5, confidence=0.95, n_resamples=2000, seed=0)
+
+
+@dataclass
+class Discovery:
+    fusion_layers: list[int]
+    review_layer: int | None
+    post_integrated_layer: int | None
+    num_layers: int
+    late_start: int
+    evidence: pd.DataFrame            # per benchmark x layer, with q, part, significant
+    layers: pd.DataFrame              # per layer: mean drop, benchmarks significant, discovered
+    settings: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)   # model, edges, runs (from headers)
+
+    @property
+    def late_drops(self) -> list[int]:
+        """Every discovered late layer; the review layer is the one of them with the largest drop."""
+        late = self.layers[self.layers["discovered"] & (self.layers["part"] == "late")]
+        return [int(x) for x in late["layer"]]
+
+    def summary(self) -> str:
+        by_layer = self.layers.set_index("layer")
+
+        def describe(layer: int) -> str:
+            if layer not in by_layer.index:
+                return f"{layer} (set by hand, not swept)"
+            row = by_layer.loc[layer]
+            return f"{layer} (drop {row['drop']:.3f}, min q={row['q']:.2g})"
+        n = self.evidence.groupby("benchmark")["n"].max()
+        lines = [
+            f"{self.num_layers} layers (late part: {self.late_start}..{self.num_layers - 1}), "
+            f"{self.settings['test']} test, alpha={self.settings['alpha']}, "
+            f"min_effect={self.settings['min_effect']}; "
+            + ", ".join(f"{b} n={k}" for b, k in n.items()),
+            "fusion layers: " + (", ".join(map(describe, self.fusion_layers)) or "none"),
+            "review layer: " + (describe(self.review_layer) if self.review_layer is not None else "none"),
+            f"post-integrated layer: {self.post_integrated_layer}",
+        ]
+        others = [x for x in self.late_drops if x != self.review_layer]
+        if others:
+            lines.append("other significant late drops: " + ", ".join(map(describe, others)))
+        return "\n".join(lines)
+
+
+def late_start_for(num_layers: int, late_fraction: float) -> int:
+    if not 0 < late_fraction < 1:
+        raise ConfigError(f"late_fraction={late_fraction}: expected a fraction in (0, 1)")
+    # at least one early and one late layer, whatever the depth
+    return min(max(math.ceil((1 - late_fraction) * num_layers - 1e-9), 1), num_layers - 1)
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Concatenate run directories (shards) into one table, refusing mixes that would be wrong."""
+    tables, headers = [], []
+    for run_dir in map(Path, run_dirs):
+        table = read_results(run_dir)
+        table["_run"] = str(run_dir)
+        tables.append(table)
+        headers.append(read_header(run_dir / "results.jsonl" if run_dir.is_dir() else run_dir))
+    for key, what in ((("model", "config_hash"), "model config_hash"), (("edges",), "edges")):
+        values = {}
+        for run_dir, header in zip(run_dirs, headers):
+            value = header
+            for k in key:
+                value = value.get(k) if isinstance(value, dict) else None
+            if value is not None:
+                values.setdefault(value, []).append(str(run_dir))
+        if len(values) > 1:
+            raise ConfigError("runs differ in " + what + ": "
+                              + "; ".join(f"{v} in {', '.join(r)}" for v, r in values.items()))
+    table = pd.concat(tables, ignore_index=True)
+    owners = table.groupby(["benchmark", "sample_id"])["_run"].nunique()
+    shared = owners[owners > 1]
+    if not shared.empty:
+        benchmark, sample_id = shared.index[0]
+        runs = sorted(table.loc[(table["benchmark"] == benchmark) & (table["sample_id"] == sample_id), "_run"].unique())
+        raise ConfigError(f"benchmark {benchmark}: sample {sample_id} (and {len(shared) - 1} more) "
+                          f"appear in several runs ({', '.join(runs)}); shards must not overlap")
+    first = headers[0] if headers else {}
+    model = first.get("model") or {}
+    provenance = dict(
+        runs=[str(r) for r in run_dirs], model=model.get("name"), model_config_hash=model.get("config_hash"),
+        num_layers=model.get("num_layers"), edges=first.get("edges"),
+    )
+    layer_counts = {(h.get("model") or {}).get("num_layers") for h in headers} - {None}
+    if len(layer_counts) > 1:
+        raise ConfigError(f"runs differ in model.num_layers: {sorted(layer_counts)}")
+    return table.drop(columns="_run"), provenance
+
+
+def _check_one_edge_set(table: pd.DataFrame) -> None:
+    if "edges" not in table:
+        return
+    edge_sets = table.loc[table["condition"] == "knockout", "edges"].dropna().unique()
+    if len(edge_sets) > 1:
+        raise DataError(f"results mix knockout edge sets {sorted(edge_sets)}; discover one at a time")
+
+
+def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DEFAULTS["alpha"],
+             min_effect: float = DEFAULTS["min_effect"], late_fraction: float = DEFAULTS["late_fraction"],
+             post_integrated_layer: int | None = None, review_layer: int | None = None,
+             min_benchmarks: int = DEFAULTS["min_benchmarks"], test: str = DEFAULTS["test"],
+             correct_threshold: float = DEFAULTS["correct_threshold"], confidence: float = DEFAULTS["confidence"],
+             n_resamples: int = DEFAULTS["n_resamples"], seed: int = DEFAULTS["seed"]) -> Discovery:
+    """Run the paired tests, correct them, and name the layers. ``review_layer`` overrides the
+    discovered one (for when none is significant); the evidence is reported either way."""
+    if isinstance(table_or_run_dirs, pd.DataFrame):
+        table, provenance = table_or_run_dirs, {}
+    else:
+        dirs = [table_or_run_dirs] if isinstance(table_or_run_dirs, (str, Path)) else list(table_or_run_dirs)
+        table, provenance = load_runs(dirs)
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha={alpha}: expected a value in (0, 1)")
+    if min_benchmarks < 1:
+        raise ConfigError(f"min_benchmarks={min_benchmarks}: expected >= 1")
+    _check_one_edge_set(table)
+    evidence = paired_effects(table, test=test, correct_threshold=correct_threshold,
+                              confidence=confidence, n_resamples=n_resamples, seed=seed)
+    if evidence.empty:
+        raise DataError("no knockout row pairs with a baseline row of the same sample: nothing to test")
+    num_layers = num_layers or provenance.get("num_layers")
+    if not num_layers:
+        num_layers = int(evidence["layer"].max()) + 1
+        warnings.warn(f"number of layers unknown (no model.num_layers in the header): using {num_layers}")
+    if evidence["layer"].max() >= num_layers or evidence["layer"].min() < 0:
+        raise DataError(f"results have knockout layers outside 0..{num_layers - 1}")
+    late_start = late_start_for(num_layers, late_fraction)
+
+    evidence["q"] = bh_qvalues(evidence["p"])
+    evidence["part"] = ["late" if x >= late_start else "early" for x in evidence["layer"]]
+    evidence["significant"] = (evidence["q"] <= alpha) & (evidence["drop"] >= min_effect)
+    layers = evidence.groupby("layer").agg(
+        part=("part", "first"), drop=("drop", "mean"), q=("q", "min"),
+        benchmarks_significant=("significant", "sum")).reset_index()
+    layers["discovered"] = layers["benchmarks_significant"] >= min_benchmarks
+
+    # recorded with the settings so a profile shows which layers were set by hand
+    overrides = dict(review_layer=review_layer, post_integrated_layer=post_integrated_layer)
+    found = layers[layers["discovered"]]
+    fusion_layers = [int(x) for x in found.loc[found["part"] == "early", "layer"]]
+    late = found[found["part"] == "late"].sort_values(["drop", "layer"], ascending=[False, True])
+    if review_layer is None and not late.empty:
+        review_layer = int(late["layer"].iloc[0])
+    if post_integrated_layer is None and review_layer is not None:
+        post_integrated_layer = review_layer - 1
+    settings = dict(alpha=alpha, min_effect=min_effect, late_fraction=late_fraction, min_benchmarks=min_benchmarks,
+                    test=test, correct_threshold=correct_threshold, confidence=confidence,
+                    n_resamples=n_resamples, seed=seed, **{f"{k}_set_by_hand": v for k, v in overrides.items()})
+    return Discovery(fusion_layers, review_layer, post_integrated_layer, int(num_layers), late_start,
+                     evidence, layers, settings, provenance)
+
+
+def _plain(value):
+    """Python scalars for YAML, NaN as None, floats to 6 significant digits for a readable file."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else float(f"{value:.6g}")
+    return value
+
+
+def to_profile(found: Discovery, model: str | None = None, notes: str = "") -> LayerProfile:
+    """The discovery as a LayerProfile; refuses (ProfileError) when it cannot drive contrastive
+    attention, e.g. no review layer."""
+    if found.review_layer is None:
+        raise ProfileError(
+            f"no significant drop in the late part (layers {found.late_start}..{found.num_layers - 1}): "
+            "a profile without review_layer cannot drive contrastive attention; "
+            "set review_layer=<layer> by hand (or lower min_effect / raise late_fraction)")
+    evidence = [{k: _plain(v) for k, v in row.items()} for row in found.evidence.to_dict("records")]
+    profile = LayerProfile(
+        model=model or found.provenance.get("model") or "unknown",
+        model_config_hash=found.provenance.get("model_config_hash"),
+        num_layers=found.num_layers,
+        fusion_layers=list(found.fusion_layers),
+        review_layer=found.review_layer,
+        post_integrated_layer=found.post_integrated_layer,
+        edges=found.provenance.get("edges") or "image->text",
+        data=sorted(found.evidence["benchmark"].unique().tolist()),
+        runs=list(found.provenance.get("runs", [])),
+        n={str(b): int(k) for b, k in found.evidence.groupby("benchmark")["n"].max().items()},
+        statistics={k: _plain(v) for k, v in found.settings.items()},
+        evidence=evidence,
+        source="layerprobe-discover",
+        notes=notes,
+        layerprobe_version=layerprobe_version(),
+    )
+    profile.validate()
+    return profile
+
+
+@dataclass
+class DiscoverOutput:
+    discovery: Discovery
+    profile: LayerProfile | None      # None when it could not be made: see profile_error
+    profile_error: str | None
+    written: list[Path]
+
+
+def discover_runs(run_dirs, out: str | Path | None = None, figure: bool = True, **options) -> DiscoverOutput:
+    """What ``layerprobe-discover`` does: discover, then write ``out`` (default
+    ``<first run>/profile.yaml``), ``discovery.csv`` and ``discovery.png/.pdf`` beside it.
+    The evidence and figure are written even when no profile can be made (see profile_error)."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    if not run_dirs:
+        raise ConfigError("run: give at least one sweep run directory")
+    found = discover(run_dirs, **options)
+    out = Path(out) if out else Path(run_dirs[0]) / "profile.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = out.parent / "discovery.csv"
+    write_atomic(csv_path, found.evidence.to_csv(index=False))
+    written = [csv_path]
+    if figure:
+        from layerprobe.plots.discovery import plot_discovery   # matplotlib only when drawing
+        from layerprobe.plots.save import save_figure
+
+        ax = plot_discovery(found.evidence, found)
+        written += save_figure(ax.figure, out.parent / "discovery")
+    try:
+        profile, error = to_profile(found), None
+    except ProfileError as err:
+        profile, error = None, str(err)
+    if profile is not None:
+        save_profile(profile, out)
+        written.insert(0, out)
+    return DiscoverOutput(found, profile, error, written)

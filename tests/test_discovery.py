@@ -1,0 +1,233 @@
+"""Discovery against planted ground truth: tables with known drops at chosen layers, noise
+elsewhere, several benchmarks and shards, at several depths; and the error rate on null tables."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerprobe.discovery import discover, discover_runs, late_start_for, load_runs, to_profile
+from layerprobe.errors import ConfigError, ProfileError
+from layerprobe.results import ResultsWriter
+
+CORRECT_SCORES, CORRECT_P = [1.0, 0.9, 0.6], [0.8, 0.1, 0.1]     # VQA accuracy levels
+WRONG_SCORES, WRONG_P = [0.0, 0.3], [0.85, 0.15]
+
+
+def _scores(rng, correct: np.ndarray) -> np.ndarray:
+    high = rng.choice(CORRECT_SCORES, size=correct.shape, p=CORRECT_P)
+    low = rng.choice(WRONG_SCORES, size=correct.shape, p=WRONG_P)
+    return np.where(correct, high, low)
+
+
+# per-sample probability of a correct answer: mostly easy or hard, a few coin flips; a knockout
+# without effect then changes ~3.5% of the answers (both ways), which is the noise to beat
+ABILITY, ABILITY_P = [0.99, 0.01, 0.5], [0.62, 0.35, 0.03]
+# a much noisier model (~24% of answers change between any two conditions), so that null p-values
+# spread down to small values and an uncorrected procedure would make many false discoveries
+NOISY = ([0.9, 0.1, 0.5], [0.5, 0.3, 0.2])
+
+
+def planted_table(num_layers: int, planted: dict[int, float], benchmarks=("vqav2", "gqa"), n: int = 1000,
+                  seed: int = 0, layers=None, ability=(ABILITY, ABILITY_P)) -> pd.DataFrame:
+    """Per-sample results: sample i answers correctly with its own probability, independently in
+    every condition, so a knockout with no effect is exchangeable with the baseline; at a planted
+    layer it also loses that fraction of its correct answers."""
+    rng = np.random.default_rng(seed)
+    layers = np.arange(num_layers) if layers is None else np.asarray(layers)
+    loss = np.array([0.0] + [planted.get(int(x), 0.0) for x in layers])[:, None]   # row 0: baseline
+    frames = []
+    for benchmark in benchmarks:
+        sample_ability = rng.choice(ability[0], size=n, p=ability[1])
+        shape = (len(layers) + 1, n)
+        correct = (rng.random(shape) < sample_ability) & (rng.random(shape) >= loss)
+        frames.append(pd.DataFrame({
+            "benchmark": benchmark,
+            "sample_id": np.tile([f"{benchmark}-{i}" for i in range(n)], shape[0]),
+            "condition": np.repeat(["baseline"] + ["knockout"] * len(layers), n),
+            "layer": pd.array(np.repeat(np.r_[-1, layers], n), dtype="Int64"),
+            "score": _scores(rng, correct).ravel(),
+        }))
+    table = pd.concat(frames, ignore_index=True)
+    table.loc[table["condition"] == "baseline", "layer"] = pd.NA
+    table["edges"] = "image->text"
+    table["skipped"] = None
+    return table
+
+
+def write_run(run_dir, table: pd.DataFrame, num_layers: int | None, config_hash="cfg-1", edges="image->text"):
+    model = {"name": "toy/llava", "config_hash": config_hash, "architecture": "LlavaForConditionalGeneration"}
+    if num_layers is not None:
+        model["num_layers"] = num_layers
+    header = {"config_hash": "run", "model": model, "data": {"name": "toy"}, "edges": edges,
+              "metric": "vqa_accuracy", "layerprobe_version": "0.1.0"}
+    rows = [{**r, "layer": None if pd.isna(r["layer"]) else int(r["layer"]), "prediction": "x",
+             "prefill_s": 0.01, "total_s": 0.02, "n_tokens": 1} for r in table.to_dict("records")]
+    with ResultsWriter(run_dir / "results.jsonl", header=header) as out:
+        out.append_many(rows)
+    return run_dir
+
+
+def shard(table: pd.DataFrame, k: int, parts: int) -> pd.DataFrame:
+    ids = sorted(table["sample_id"].unique())
+    mine = set(ids[k::parts])
+    return table[table["sample_id"].isin(mine)]
+
+
+# depth -> (fusion layers, review layer, other late layer with a smaller drop or None)
+CASES = {
+    12: ([1, 3], 10, None),
+    24: ([0, 2, 5, 9, 10], 21, None),
+    32: ([2, 4, 8, 11, 12, 13], 29, 26),
+    40: ([3, 7, 19, 25], 37, 31),
+}
+
+
+@pytest.mark.parametrize("num_layers", sorted(CASES))
+def test_discovers_exactly_the_planted_layers_at_any_depth(num_layers):
+    fusion, review, weaker_late = CASES[num_layers]
+    planted = {layer: 0.3 + 0.05 * (i % 3) for i, layer in enumerate(fusion)}
+    planted[review] = 0.45
+    if weaker_late is not None:
+        planted[weaker_late] = 0.2          # significant too, but the review layer drops more
+    table = planted_table(num_layers, planted, seed=num_layers)
+    found = discover(table, num_layers=num_layers)
+    print(num_layers, found.summary())
+    assert found.fusion_layers == fusion
+    assert found.review_layer == review
+    assert found.post_integrated_layer == review - 1
+    assert set(found.late_drops) == {review} | ({weaker_late} if weaker_late is not None else set())
+    planted_rows = found.evidence[found.evidence["layer"].isin(list(planted))]
+    assert (planted_rows["ci_low"] > 0).all()
+    null_rows = found.evidence[~found.evidence["layer"].isin(list(planted))]
+    assert not null_rows["significant"].any()
+
+
+def test_shards_and_runs_merge_into_the_same_discovery(tmp_path):
+    num_layers, planted = 16, {1: 0.4, 5: 0.35, 14: 0.4}
+    table = planted_table(num_layers, planted, benchmarks=("vqav2",), n=600, seed=3)
+    other = planted_table(num_layers, planted, benchmarks=("textvqa",), n=300, seed=4)
+    runs = [write_run(tmp_path / f"shard{k}", shard(table, k, 3), num_layers) for k in range(3)]
+    runs.append(write_run(tmp_path / "textvqa", other, num_layers))
+    merged = discover(runs)
+    whole = discover(pd.concat([table, other], ignore_index=True), num_layers=num_layers)
+    assert merged.fusion_layers == whole.fusion_layers == [1, 5]
+    assert merged.review_layer == whole.review_layer == 14
+    pd.testing.assert_frame_equal(merged.evidence, whole.evidence)
+    assert merged.evidence.groupby("benchmark")["n"].max().to_dict() == {"textvqa": 300, "vqav2": 600}
+    assert merged.provenance["model_config_hash"] == "cfg-1"
+
+
+def test_skipped_and_unpaired_samples_are_left_out():
+    table = planted_table(8, {1: 0.4, 7: 0.4}, benchmarks=("gqa",), n=300, seed=5)
+    knock = table.index[(table["condition"] == "knockout") & (table["layer"] == 1)][:50]
+    table.loc[knock, "skipped"] = "too long"
+    table.loc[knock, "score"] = None
+    table = table.drop(table.index[(table["condition"] == "baseline")][:20])   # no baseline for 20
+    found = discover(table, num_layers=8)
+    n = found.evidence.set_index("layer")["n"]
+    assert n[1] == 300 - 50 - len(set(range(20)) - set(range(50))) and n[2] == 280
+
+
+def test_min_benchmarks_requires_agreement():
+    a = planted_table(10, {2: 0.4, 8: 0.4}, benchmarks=("vqav2",), n=400, seed=6)
+    b = planted_table(10, {8: 0.4}, benchmarks=("gqa",), n=400, seed=7)
+    both = pd.concat([a, b], ignore_index=True)
+    assert discover(both, num_layers=10).fusion_layers == [2]
+    strict = discover(both, num_layers=10, min_benchmarks=2)
+    assert strict.fusion_layers == [] and strict.review_layer == 8
+
+
+def test_no_late_drop_means_no_profile_unless_set_by_hand():
+    table = planted_table(12, {2: 0.4, 4: 0.4}, benchmarks=("vqav2",), n=400, seed=8)
+    found = discover(table, num_layers=12)
+    assert found.fusion_layers == [2, 4] and found.review_layer is None and found.post_integrated_layer is None
+    with pytest.raises(ProfileError, match=r"late part \(layers 9\.\.11\).*cannot drive contrastive attention"):
+        to_profile(found)
+    manual = discover(table, num_layers=12, review_layer=10, post_integrated_layer=8)
+    profile = to_profile(manual)
+    assert (profile.review_layer, profile.post_integrated_layer) == (10, 8)
+
+
+@pytest.mark.parametrize("test", ["permutation", "wilcoxon"])
+def test_other_tests_find_the_same_layers(test):
+    table = planted_table(12, {1: 0.35, 6: 0.35, 10: 0.45}, n=400, seed=9)
+    found = discover(table, num_layers=12, test=test, n_resamples=4000)
+    assert (found.fusion_layers, found.review_layer) == ([1, 6], 10)
+
+
+def _false_discoveries(num_layers, planted, seed, alpha):
+    """(discoveries, false ones, false ones without the BH correction) on one noisy table; min_effect
+    0 so that only the statistics guard."""
+    table = planted_table(num_layers, planted, n=200, seed=seed, ability=NOISY)
+    found = discover(table, num_layers=num_layers, alpha=alpha, min_effect=0.0, n_resamples=0)
+    null = ~found.evidence["layer"].isin(list(planted))
+    false = int((found.evidence["significant"] & null).sum())
+    uncorrected = int(((found.evidence["p"] <= alpha) & (found.evidence["drop"] > 0) & null).sum())
+    return int(found.evidence["significant"].sum()), false, uncorrected
+
+
+def test_false_discovery_rate_on_null_tables_stays_below_alpha():
+    """200 seeded tables without any effect, depths 12..40, two benchmarks: every discovery is
+    false, so the FDR equals the family-wise error rate. The uncorrected rate shows the tables
+    can produce false discoveries, so the bound is not vacuous."""
+    alpha, reps, depths = 0.05, 200, [12, 24, 32, 40]
+    runs = [_false_discoveries(depths[r % 4], {}, 1000 + r, alpha) for r in range(reps)]
+    fwer = np.mean([false > 0 for _, false, _ in runs])
+    uncorrected = np.mean([u > 0 for _, _, u in runs])
+    print(f"null tables: FDR = FWER = {fwer:.3f} (without BH: {uncorrected:.3f}) over {reps} tables, alpha {alpha}")
+    assert fwer <= alpha
+    assert uncorrected > 5 * alpha
+
+
+def test_false_discovery_proportion_with_planted_layers_stays_below_alpha():
+    alpha, reps, fdp = 0.05, 100, []
+    for r in range(reps):
+        num_layers = [12, 24, 32, 40][r % 4]
+        layers = np.random.default_rng(r).choice(num_layers, 4, replace=False)
+        total, false, _ = _false_discoveries(num_layers, {int(x): 0.3 for x in layers}, 5000 + r, alpha)
+        fdp.append(false / max(total, 1))
+    print(f"planted tables: FDR (mean FDP) = {np.mean(fdp):.3f} over {reps} tables, alpha {alpha}")
+    assert np.mean(fdp) <= alpha
+
+
+@pytest.mark.parametrize("num_layers,late_fraction,expected", [
+    (32, 0.25, 24), (12, 0.25, 9), (40, 0.25, 30), (24, 0.25, 18), (10, 0.25, 8), (2, 0.9, 1), (4, 0.5, 2)])
+def test_late_start_is_relative_to_depth(num_layers, late_fraction, expected):
+    assert late_start_for(num_layers, late_fraction) == expected
+
+
+def test_overlapping_shards_mixed_models_and_edges_are_refused(tmp_path):
+    table = planted_table(6, {}, benchmarks=("vqav2",), n=20, seed=1)
+    a = write_run(tmp_path / "a", table, 6)
+    b = write_run(tmp_path / "b", shard(table, 0, 2), 6)
+    with pytest.raises(ConfigError, match=r"vqav2: sample .* appear in several runs \(.*a, .*b\)"):
+        load_runs([a, b])
+    c = write_run(tmp_path / "c", table, 6, config_hash="cfg-2")
+    d = write_run(tmp_path / "d", table, 6, edges="image->last")
+    with pytest.raises(ConfigError, match="runs differ in model config_hash: cfg-1 in .*a; cfg-2 in .*c"):
+        load_runs([a, c])
+    with pytest.raises(ConfigError, match="runs differ in edges"):
+        load_runs([a, d])
+
+
+def test_num_layers_falls_back_to_the_table_with_a_warning(tmp_path):
+    run = write_run(tmp_path / "r", planted_table(6, {1: 0.5, 5: 0.5}, n=200, seed=2), None)
+    with pytest.warns(UserWarning, match="using 6"):
+        found = discover(run)
+    assert found.num_layers == 6 and found.review_layer == 5
+
+
+def test_discover_runs_writes_profile_csv_and_figure(tmp_path):
+    run = write_run(tmp_path / "r", planted_table(12, {2: 0.4, 10: 0.4}, n=300, seed=10), 12)
+    result = discover_runs([run])
+    names = sorted(p.name for p in result.written)
+    assert names == ["discovery.csv", "discovery.pdf", "discovery.png", "profile.yaml"]
+    assert result.profile.fusion_layers == [2] and result.profile.review_layer == 10
+    assert len(pd.read_csv(run / "discovery.csv")) == 2 * 12
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert discover_runs(run, out=tmp_path / "x" / "p.yaml", figure=False).profile_error is None

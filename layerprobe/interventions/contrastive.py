@@ -1,0 +1,205 @@
+"""Contrastive attention (Song, Li & Yu 2026), applied inside the one prefill pass of a generation.
+
+    profile = load_profile("llava15_7b")
+    with contrastive_attention(loaded, profile, percentile=20, scale=0.5) as ca:
+        answers = generate_answers(loaded, loaded.encode(images, questions), max_new_tokens=16)
+    ca.records[0]   # {"pre_layer": 8, "hellinger": {"2": 0.41, ...}, "n_suppressed": 115, ...}
+
+In the prefill call only:
+1. at every fusion layer and at the post-integrated layer, the last prompt token's attention over
+   the visual tokens is recomputed from that layer's query/key states for the last row (see
+   ``attention_rows``), aggregated over heads (``heads``), as a distribution over the visual tokens;
+2. per sample, the pre-integrated layer is the fusion layer whose distribution is farthest from the
+   post-integrated one in Hellinger distance (ties: the lowest layer);
+3. contrast = |A_post - A_pre| per visual token; tokens strictly below the sample's ``percentile``-th
+   percentile of contrast (linear interpolation, as ``numpy.percentile``; tokens equal to it are kept)
+   have their hidden states multiplied by ``scale`` at the input of the review layer.
+Decode steps run on the cache as it is. ``scale=1.0`` leaves logits bit-identical to plain generation.
+
+Ablations: ``pre_layer=<l>`` fixes the pre-integrated layer; ``control="random"`` suppresses as many
+uniformly random visual tokens (seeded) as the contrast rule would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Mapping
+
+import torch
+
+from layerprobe.errors import ConfigError, ProfileError
+from layerprobe.interventions.attention_rows import HEAD_AGGREGATIONS, is_prefill, last_row_scores, visual_distribution
+from layerprobe.interventions.dispatch import controller
+
+DEFAULT_SCALE = 0.5  # the paper gives no factor; see docs/methods.md for the sweep behind it
+CONTROLS = (None, "random")
+
+
+def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
+    """(fusion_layers, post_integrated_layer, review_layer) of a LayerProfile, a mapping, an object
+    with those attributes, or a preset name / YAML path; checked against the model."""
+    if isinstance(profile, str):
+        from layerprobe.profiles import load_profile
+
+        profile = load_profile(profile, num_layers=num_layers)
+    get = profile.get if isinstance(profile, Mapping) else lambda k, d=None: getattr(profile, k, d)
+    fusion, review, post = get("fusion_layers"), get("review_layer"), get("post_integrated_layer")
+    if post is None and isinstance(review, int):
+        post = review - 1
+
+    def index(name, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ProfileError(f"profile {name}={value!r}: must be a 0-based layer index")
+        if not 0 <= value < num_layers:
+            raise ProfileError(f"profile {name}={value}: out of range for a {num_layers}-layer decoder (0..{num_layers - 1})")
+        return value
+
+    if not isinstance(fusion, (list, tuple)) or not fusion:
+        raise ProfileError(f"profile fusion_layers={fusion!r}: needs at least one layer index")
+    fusion = sorted({index(f"fusion_layers[{i}]", f) for i, f in enumerate(fusion)})
+    review, post = index("review_layer", review), index("post_integrated_layer", post)
+    if review <= post:
+        raise ProfileError(f"profile review_layer={review} must be > post_integrated_layer={post}")
+    if fusion[-1] >= post:
+        raise ProfileError(f"profile fusion_layers={fusion}: every fusion layer must be < post_integrated_layer={post}")
+    return fusion, post, review
+
+
+def hellinger(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Hellinger distance of distributions along the last axis: sqrt(1/2 sum (sqrt p - sqrt q)^2)."""
+    p, q = p.double(), q.double()
+    return torch.sqrt(0.5 * ((p.sqrt() - q.sqrt()) ** 2).sum(-1))
+
+
+def choose_pre_layer(fusion_dists: torch.Tensor, post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the index (into the fusion axis) of the distribution farthest from ``post``.
+    fusion_dists (L, B, T), post (B, T) -> (index (B,), distances (L, B)). Ties: the first."""
+    distances = hellinger(fusion_dists, post[None])
+    return distances.argmax(dim=0), distances  # argmax returns the first maximum
+
+
+def low_contrast(contrast: torch.Tensor, visual: torch.Tensor, percentile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) mask of visual tokens strictly below the per-sample percentile of ``contrast`` over
+    that sample's visual tokens, and the (B,) thresholds (nan for a sample without visual tokens)."""
+    mask = torch.zeros_like(visual)
+    thresholds = torch.full((visual.shape[0],), float("nan"), dtype=torch.float64)
+    for b in range(visual.shape[0]):
+        values = contrast[b, visual[b]].double()
+        if values.numel() == 0:
+            continue
+        thresholds[b] = torch.quantile(values, percentile / 100.0)  # linear, as numpy.percentile
+        mask[b] = visual[b] & (contrast[b].double() < thresholds[b])
+    return mask, thresholds
+
+
+def random_like(mask: torch.Tensor, visual: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """As many uniformly random visual tokens per sample as ``mask`` holds."""
+    out = torch.zeros_like(mask)
+    for b in range(mask.shape[0]):
+        positions = visual[b].nonzero().flatten()
+        pick = torch.randperm(positions.numel(), generator=generator)[: int(mask[b].sum())]
+        out[b, positions[pick.to(positions.device)]] = True
+    return out
+
+
+def check_options(percentile, scale, heads, control) -> None:
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile < 100:
+        raise ConfigError(f"percentile={percentile!r}: must be in (0, 100)")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
+        raise ConfigError(f"scale={scale!r}: must be in [0, 1] (1 = no suppression)")
+    if heads not in HEAD_AGGREGATIONS:
+        raise ConfigError(f"heads={heads!r}: choose one of {', '.join(HEAD_AGGREGATIONS)}")
+    if control not in CONTROLS:
+        raise ConfigError(f"control={control!r}: choose null or 'random'")
+
+
+class ContrastiveAttention:
+    """Observer of the fusion and post-integrated layers plus the review-layer suppression."""
+
+    def __init__(self, loaded, fusion, post, review, percentile, scale, heads, pre_layer, control,
+                 seed, keep_maps):
+        self.loaded, self.fusion, self.post, self.review = loaded, fusion, post, review
+        self.percentile, self.scale, self.heads = float(percentile), float(scale), heads
+        self.pre_layer, self.control, self.keep_maps = pre_layer, control, keep_maps
+        self.generator = torch.Generator().manual_seed(seed)
+        self.candidates = [pre_layer] if pre_layer is not None else fusion
+        self.records: list[dict] = []
+        self._dists: dict[int, torch.Tensor] = {}
+        self._pending: torch.Tensor | None = None  # (B, T) suppress, set at post, used at review
+
+    def layers(self) -> set[int]:
+        return {*self.candidates, self.post}
+
+    def observe(self, layer, module, query, key, layout, q_pos) -> None:
+        if not is_prefill(layout, q_pos):
+            return
+        allowed = None
+        if self.heads == "mass":
+            blocked = controller(self.loaded).blocked(layer, layout, q_pos[-1:])
+            allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+        self._dists[layer] = visual_distribution(last_row_scores(module, query, key), layout.visual,
+                                                 self.heads, allowed)
+        if layer == self.post:
+            self._select(layout.visual)
+
+    def _select(self, visual: torch.Tensor) -> None:
+        post = self._dists[self.post]
+        stacked = torch.stack([self._dists[c] for c in self.candidates])
+        choice, distances = choose_pre_layer(stacked, post)
+        pre = stacked[choice, torch.arange(post.shape[0])]
+        contrast = (post - pre).abs()
+        mask, thresholds = low_contrast(contrast, visual, self.percentile)
+        if self.control == "random":
+            mask = random_like(mask, visual, self.generator)
+        self._pending = mask
+        for b in range(post.shape[0]):
+            rec = {
+                "pre_layer": self.candidates[int(choice[b])],
+                "hellinger": {str(c): float(distances[i, b]) for i, c in enumerate(self.candidates)},
+                "n_suppressed": int(mask[b].sum()), "n_visual": int(visual[b].sum()),
+                "threshold": float(thresholds[b]),
+            }
+            if self.keep_maps:
+                v = visual[b]
+                rec["maps"] = {"pre": pre[b, v].tolist(), "post": post[b, v].tolist(),
+                               "contrast": contrast[b, v].tolist(), "suppressed": mask[b, v].tolist()}
+            self.records.append(rec)
+        self._dists.clear()
+
+    def review_hook(self, module, args, kwargs):
+        mask, self._pending = self._pending, None
+        if mask is None:
+            return None  # decode step, or a call that was not a prefill
+        in_args = bool(args)
+        hidden = args[0] if in_args else kwargs["hidden_states"]
+        if hidden.shape[:2] != mask.shape:
+            raise ConfigError(f"contrastive attention: review-layer input {tuple(hidden.shape[:2])} does not match "
+                              f"the token layout {tuple(mask.shape)}")
+        factor = torch.where(mask, self.scale, 1.0).to(hidden.dtype)[..., None]
+        if torch.is_grad_enabled():
+            hidden = hidden * factor
+        else:
+            hidden.mul_(factor)  # in place: no second copy of the hidden states at peak memory
+        if in_args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+
+@contextlib.contextmanager
+def contrastive_attention(loaded, profile, percentile: float = 20, scale: float = DEFAULT_SCALE,
+                          heads: str = "mean", pre_layer: int | None = None, control: str | None = None,
+                          seed: int = 0, keep_maps: bool = False):
+    """Apply contrastive attention to every prefill inside the context; see the module docstring."""
+    check_options(percentile, scale, heads, control)
+    fusion, post, review = profile_layers(profile, loaded.num_layers)
+    if pre_layer is not None and (isinstance(pre_layer, bool) or not isinstance(pre_layer, int)
+                                  or not 0 <= pre_layer < post):
+        raise ConfigError(f"pre_layer={pre_layer!r}: must be a layer index below post_integrated_layer={post}")
+    state = ContrastiveAttention(loaded, fusion, post, review, percentile, scale, heads, pre_layer,
+                                 control, seed, keep_maps)
+    handle = loaded.decoder_layers[review].register_forward_pre_hook(state.review_hook, with_kwargs=True)
+    try:
+        with controller(loaded).observe(state):
+            yield state
+    finally:
+        handle.remove()

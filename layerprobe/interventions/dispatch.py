@@ -64,7 +64,13 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     ctrl = _CONTROLLERS.get(module)
     base_name = ctrl.base if ctrl is not None else "sdpa"
     base = _base_function(base_name, module)
-    if ctrl is None or not ctrl.busy:
+    if ctrl is not None and ctrl.shared_prefix is not None:
+        from layerprobe.engines.split_attention import split_attention
+
+        pre_k, pre_v, pre_mask = ctrl.shared_prefix
+        return split_attention(module, query, key, value, attention_mask, pre_k, pre_v, pre_mask,
+                               kwargs.get("scaling", module.scaling))
+    if ctrl is None or not ctrl.busy or ctrl.passing_through:
         return base(module, query, key, value, attention_mask, **kwargs)
     layer = ctrl.layer_of[module]
     layout = ctrl.layout_for(key.shape[2])
@@ -123,6 +129,8 @@ class Controller:
         self.base: str | None = None
         self._hook = None
         self._layout: TokenLayout | None = None
+        self.passing_through = False
+        self.shared_prefix = None  # (keys, values, mask) shared by stacked variants: fast engine
         for module in self.layer_of:
             _CONTROLLERS[module] = self
 
@@ -169,6 +177,16 @@ class Controller:
         finally:
             self.observers.remove(observer)
             self._uninstall()
+
+    @contextlib.contextmanager
+    def passthrough(self):
+        """Calls inside get the stock function with the mask they pass: for callers (the fast
+        sweep engine) that build complete masks themselves."""
+        self.passing_through = True
+        try:
+            yield
+        finally:
+            self.passing_through = False
 
     def add_permanent(self, edit: MaskEdit) -> None:
         """A structural mask that is part of the model (the organism's planted layers)."""

@@ -1,0 +1,244 @@
+"""The fast sweep engine: one baseline prefill per batch, whose prefix key/value cache every
+layer variant shares read-only; each variant recomputes only the text suffix, from its first
+knocked-out layer on, and all variants decode together.
+
+    engine = FastEngine("image->text", variants_per_batch=16)
+    answers = engine.run_batch(loaded, inputs, sweep_conditions(32), max_new_tokens=3)
+
+Why it is exact: a text->image knockout blocks only queries after the image, so every position
+before the first post-image text token is unchanged at every layer, and nothing below the first
+knocked-out layer changes at all. Variant l therefore starts at layer l from the baseline's
+suffix hidden states, over the baseline's prefix keys and values. The decoder layers are the
+model's own modules, called with their own rotary embeddings and a 4D mask built here (causal,
+padding, the model's permanent structure and the knockout), so no layer code is duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from layerprobe.engines.conditions import Condition
+from layerprobe.interventions.dispatch import controller
+from layerprobe.layout import TokenLayout
+from layerprobe.runner import Answer, _sync, decode_new_tokens, greedy_kwargs
+
+FAST_EDGES = ("image->text", "image->last", "image->question")
+
+
+def fast_engine_reason(edges: str) -> str | None:
+    """None when the fast engine is exact for ``edges``; otherwise why it is not."""
+    if edges not in FAST_EDGES:
+        return f"edges={edges!r} may change positions before the first post-image text token"
+    return None
+
+
+class _SplitCache:
+    """What a decoder layer's attention sees as its cache: each variant's own suffix and generated
+    keys/values (the shared prefix reaches the attention function through the controller)."""
+
+    def __init__(self, n_variants: int):
+        self.n = n_variants
+        self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def set_parts(self, layer: int, parts):
+        self.parts[layer] = parts
+
+    def update(self, key, value, layer_idx, *args, **kwargs):
+        self.new[layer_idx] = (key, value)
+        keys = [p[0] for p in self.parts.get(layer_idx, [])] + [key]
+        values = [p[1] for p in self.parts.get(layer_idx, [])] + [value]
+        return torch.cat(keys, dim=2), torch.cat(values, dim=2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+
+class FastEngine:
+    name = "fast"
+
+    def __init__(self, edges: str = "image->text", variants_per_batch: int | None = None, **_):
+        self.edges = edges
+        self.variants_per_batch = variants_per_batch
+
+    # ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int
+                  ) -> dict[tuple, list[Answer]]:
+        ctrl = controller(loaded)
+        # The edit keeps layerprobe's attention function installed (it serves the shared
+        # prefix) and the layout tracked; it blocks nothing itself.
+        with ctrl.edit(_NoEdit()):
+            return self._run(loaded, ctrl, inputs, conditions, max_new_tokens)
+
+    def _run(self, loaded, ctrl, inputs, conditions, max_new_tokens):
+        model = loaded.model
+        lm = loaded.adapter.language_model(model)
+        device = loaded.device
+        _sync(device)
+        start = time.perf_counter()
+        captured = {}
+
+        def grab(module, args, kwargs):
+            captured.update(position_ids=kwargs.get("position_ids"))
+
+        handle = lm.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            out = model(**inputs, use_cache=True, output_hidden_states=True, return_dict=True)
+        finally:
+            handle.remove()
+        layout = ctrl.layout_for(inputs["input_ids"].shape[1])
+        hidden, cache = out.hidden_states, out.past_key_values
+        T = inputs["input_ids"].shape[1]
+        pos = captured["position_ids"]
+        if pos is None:
+            pos = torch.arange(T, device=device)[None].expand(inputs["input_ids"].shape[0], T)
+        P = int(layout.first_text.min())
+        base_first = out.logits[:, -1].argmax(-1)
+        _sync(device)
+        prefill_s = time.perf_counter() - start
+
+        variants = [c for c in conditions if c.name != "baseline"]
+        first_tokens, suffix_kv = {}, {}
+        for group in self._groups(variants):
+            toks, kv = self._suffix_pass(loaded, lm, ctrl, group, hidden, cache, layout, pos, P)
+            first_tokens.update({c.key: t for c, t in zip(group, toks)})
+            suffix_kv.update(kv)
+        _sync(device)
+        suffix_s = time.perf_counter() - start
+
+        firsts = [base_first if c.name == "baseline" else first_tokens[c.key] for c in conditions]
+        tokens = self._decode(loaded, lm, ctrl, conditions, firsts, cache, suffix_kv, layout, pos, P, max_new_tokens)
+        _sync(device)
+        total = time.perf_counter() - start
+        answers = {}
+        for c, toks in zip(conditions, tokens):
+            texts, counts = decode_new_tokens(loaded, toks)
+            # Shared work has no per-variant time: honest per-layer latency is measured apart.
+            answers[c.key] = [Answer(t, prefill_s, total, n) for t, n in zip(texts, counts)]
+        self.last_timing = {"prefill_s": prefill_s, "suffix_s": suffix_s - prefill_s, "total_s": total}
+        return answers
+
+    def _groups(self, variants):
+        size = self.variants_per_batch or max(1, len(variants))
+        ordered = sorted(variants, key=lambda c: min(c.knocked_out))
+        return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+    # ------------------------------------------------------------------------------------
+    def _mask(self, ctrl, layout: TokenLayout, q_pos, conds, layer: int):
+        """(V*B, 1, q, kv) bool mask: causal & padding & permanent structure & each variant's knockout."""
+        kv = torch.arange(layout.length, device=q_pos.device)
+        allowed = (kv[None] <= q_pos[:, None])[None] & layout.valid[:, None, :]
+        permanent = ctrl.blocked(layer, layout, q_pos)
+        if permanent is not None:
+            allowed = allowed & ~permanent
+        queries = layout.queries(self.edges)[:, q_pos]
+        ko = queries[:, :, None] & layout.visual[:, None, :]
+        masks = [allowed & ~ko if layer in c.knocked_out else allowed for c in conds]
+        return torch.cat(masks, dim=0)[:, None]
+
+    @contextlib.contextmanager
+    def _shared(self, ctrl, cache, layer, P, mask):
+        """Layer ``layer`` attends over the baseline's prefix (shared) plus what it is given."""
+        keys, values = cache.layers[layer].keys, cache.layers[layer].values
+        ctrl.shared_prefix = (keys[:, :, :P], values[:, :, :P], mask[..., :P])
+        try:
+            yield mask[..., P:]
+        finally:
+            ctrl.shared_prefix = None
+
+    def _suffix_pass(self, loaded, lm, ctrl, group, hidden, cache, layout, pos, P):
+        """Run each variant's suffix from its first knocked-out layer to the top, batched."""
+        B, T = layout.valid.shape
+        starts = [min(c.knocked_out) for c in group]
+        L = len(loaded.decoder_layers)
+        q_pos = torch.arange(P, T, device=hidden[0].device)
+        suffix_pos = pos[..., P:]
+        states: dict[tuple, torch.Tensor] = {}
+        kv_out: dict[tuple, dict[int, tuple]] = {c.key: {} for c in group}
+        with ctrl.passthrough():
+            for j in range(min(starts), L):
+                for c, s in zip(group, starts):
+                    if s == j:
+                        states[c.key] = hidden[j][:, P:]
+                active = [c for c, s in zip(group, starts) if s <= j]
+                n = len(active)
+                x = torch.cat([states[c.key] for c in active], dim=0)
+                layer_pos = torch.cat([suffix_pos] * n, dim=0)
+                pe = lm.rotary_emb(x, position_ids=layer_pos)
+                split = _SplitCache(n)
+                mask = self._mask(ctrl, layout, q_pos, active, j)
+                with self._shared(ctrl, cache, j, P, mask) as own_mask:
+                    y = loaded.decoder_layers[j](x, attention_mask=own_mask, position_embeddings=pe,
+                                                 position_ids=layer_pos, past_key_values=split, use_cache=True)
+                y = y[0] if isinstance(y, tuple) else y
+                k_new, v_new = split.new[j]
+                for i, c in enumerate(active):
+                    states[c.key] = y[i * B:(i + 1) * B]
+                    kv_out[c.key][j] = (k_new[i * B:(i + 1) * B], v_new[i * B:(i + 1) * B])
+        last = torch.stack([states[c.key][:, -1] for c in group])  # (V, B, H)
+        logits = loaded.model.get_output_embeddings()(lm.norm(last))
+        return list(logits.argmax(-1)), kv_out
+
+    def _decode(self, loaded, lm, ctrl, conds, firsts, cache, suffix_kv, layout, pos, P, max_new_tokens):
+        """Greedy decode of every condition at once over the shared prefix."""
+        n, (B, T) = len(conds), layout.valid.shape
+        L = len(loaded.decoder_layers)
+        eos = greedy_kwargs(loaded, 1)["eos_token_id"]
+        eos = torch.tensor(eos if isinstance(eos, list) else [eos], device=pos.device)
+        pad = greedy_kwargs(loaded, 1)["pad_token_id"]
+        tokens = [torch.stack(firsts)]  # (n, B)
+        done = torch.isin(tokens[0], eos)
+        gen_kv: dict[int, tuple] = {}
+        embed = loaded.model.get_input_embeddings()
+        full_layout = layout
+        suffix_parts = {}
+        for j in range(L):
+            ks, vs = [], []
+            for c in conds:
+                own = suffix_kv.get(c.key, {}).get(j)
+                if own is None:
+                    own = (cache.layers[j].keys[:, :, P:], cache.layers[j].values[:, :, P:])
+                ks.append(own[0])
+                vs.append(own[1])
+            suffix_parts[j] = (torch.cat(ks, 0), torch.cat(vs, 0))
+        with ctrl.passthrough():
+            for step in range(1, max_new_tokens):
+                if bool(done.all()):
+                    break
+                cur = tokens[-1].reshape(n * B)
+                x = embed(cur)[:, None]
+                step_pos = (pos[..., -1:] + step).repeat(n, *([1] * (pos.dim() - 1)))
+                if pos.dim() == 3:
+                    step_pos = (pos[..., -1:] + step).repeat(1, n, 1)
+                full_layout = full_layout.extend(1)
+                q_pos = torch.tensor([T + step - 1], device=x.device)
+                pe = lm.rotary_emb(x, position_ids=step_pos)
+                for j in range(L):
+                    split = _SplitCache(n)
+                    split.set_parts(j, [suffix_parts[j]] + ([gen_kv[j]] if j in gen_kv else []))
+                    mask = self._mask(ctrl, full_layout, q_pos, conds, j)
+                    with self._shared(ctrl, cache, j, P, mask) as own_mask:
+                        y = loaded.decoder_layers[j](x, attention_mask=own_mask, position_embeddings=pe,
+                                                     position_ids=step_pos, past_key_values=split, use_cache=True)
+                    x = y[0] if isinstance(y, tuple) else y
+                    k_new, v_new = split.new[j]
+                    gen_kv[j] = (k_new, v_new) if j not in gen_kv else (
+                        torch.cat([gen_kv[j][0], k_new], 2), torch.cat([gen_kv[j][1], v_new], 2))
+                logits = loaded.model.get_output_embeddings()(lm.norm(x[:, -1]))
+                nxt = logits.argmax(-1).reshape(n, B)
+                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                tokens.append(nxt)
+                done = done | torch.isin(nxt, eos)
+        return [t for t in torch.stack(tokens, dim=-1)]  # n x (B, steps)
+
+
+class _NoEdit:
+    def layers(self):
+        return set()
+
+    def blocked(self, layer, layout, q_pos):
+        return None

@@ -1,0 +1,149 @@
+"""Cost of each inference method against plain generation, side by side in one run, on the same
+prompts: the model organism and a LLaVA-shaped random model (32 layers, 576 visual tokens).
+
+    python experiments/bench_contrastive.py                     # CPU: ~2-4 minutes
+    python experiments/bench_contrastive.py --rounds 9 --hidden 512 --batch 4 --device cuda
+
+Methods run interleaved (the order rotates every round) after one untimed warm-up each; a method's
+latency is the median over rounds of the batch's wall time (prefill + decode, synchronised on
+CUDA), its ratio the median over rounds of its time / plain generation's time in the same round. EOS is disabled so every method decodes exactly ``--max-new-tokens`` tokens. Peak memory is
+measured in one separate pass per method (``layerprobe.peak_memory``: CUDA allocator statistics,
+or live tensor storage on CPU): ``peak`` includes the weights, ``extra`` is what the generation
+adds on top (activations and KV cache). The last line is JSON: contrastive attention against plain
+generation on the LLaVA-shaped model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+
+from layerprobe.methods import make_method
+from layerprobe.models.loading import LoadedModel, load_model
+from layerprobe.models.registry import adapter_for
+from layerprobe.models.tiny import build_tiny
+from layerprobe.peak_memory import peak_memory
+
+QUESTIONS = [
+    "what color is the cat on the left of the table in this picture and is it holding a cup of coffee ? "
+    "answer the question using a single word or phrase .",
+    "how many people are there in the image and what are they wearing on the top of the picture ? "
+    "answer the question using a single word or phrase .",
+    "is the sky blue or gray and is there a tree on the right of the bus in the middle ? "
+    "answer the question using a single word or phrase .",
+    "what is the number on the page at the bottom of the image near the clock and the coins ? "
+    "answer the question using a single word or phrase .",
+]
+
+
+def llava_shaped(hidden: int, device: str) -> LoadedModel:
+    heads = max(hidden // 64, 1)
+    model, processor = build_tiny("llava", num_layers=32, hidden=hidden, heads=heads, kv_heads=heads,
+                                  image_size=336, patch=14)
+    model.to(device)
+    return LoadedModel(model, processor, adapter_for(model.config), f"llava-shaped-{hidden}")
+
+
+def organism_case(device: str, batch: int):
+    from layerprobe.data.registry import load_benchmark
+
+    loaded = load_model("organism", device=device)
+    data = load_benchmark("organism", limit=batch)
+    spec = loaded.extra.get("organism", {})
+    planted = sorted(spec.get("planted", []))
+    profile = {"fusion_layers": planted[:-1], "review_layer": planted[-1], "post_integrated_layer": planted[-1] - 1}
+    return loaded, [s.load_image() for s in data.samples], [data.prompt(s) for s in data.samples], profile
+
+
+def random_images(n: int, size: int = 336) -> list[Image.Image]:
+    rng = np.random.RandomState(0)
+    return [Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def bench(loaded, images, texts, profile, methods, rounds, max_new_tokens) -> dict:
+    loaded.model.generation_config.eos_token_id = -1  # never produced: equal decode lengths
+    runners = {name: make_method(name, profile=profile, **opts) for name, opts in methods.items()}
+    for m in runners.values():
+        m.answer_batch(loaded, None, images, texts, max_new_tokens)  # warm-up, untimed
+    times = {name: [] for name in runners}
+    prefill = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            rec = runners[name].answer_batch(loaded, None, images, texts, max_new_tokens)
+            times[name].append(rec[0]["total_s"])
+            prefill[name].append(rec[0]["prefill_s"])
+    out = {}
+    for name, m in runners.items():
+        with peak_memory(loaded.device, loaded.model) as mem:
+            m.answer_batch(loaded, None, images, texts, max_new_tokens)
+        out[name] = {"latency_s": statistics.median(times[name]), "prefill_s": statistics.median(prefill[name]),
+                     "peak_bytes": mem.peak_bytes, "extra_bytes": mem.extra_bytes}
+    base = out["vanilla"]
+    for name, row in out.items():
+        # per-round ratios to the same round's plain run cancel slow drifts of a shared machine
+        row["latency_ratio"] = statistics.median(a / b for a, b in zip(times[name], times["vanilla"]))
+        row["prefill_ratio"] = statistics.median(a / b for a, b in zip(prefill[name], prefill["vanilla"]))
+        row["memory_ratio"] = row["peak_bytes"] / base["peak_bytes"]
+        row["extra_memory_ratio"] = row["extra_bytes"] / base["extra_bytes"]
+    return out
+
+
+def show(title: str, results: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'method':<12} {'latency s':>10} {'x plain':>8} {'prefill s':>10} {'x plain':>8} "
+          f"{'peak MiB':>9} {'x plain':>8} {'extra MiB':>10} {'x plain':>8}")
+    for name, r in results.items():
+        print(f"{name:<12} {r['latency_s']:>10.4f} {r['latency_ratio']:>8.3f} {r['prefill_s']:>10.4f} "
+              f"{r['prefill_ratio']:>8.3f} {r['peak_bytes'] / 2**20:>9.1f} {r['memory_ratio']:>8.3f} "
+              f"{r['extra_bytes'] / 2**20:>10.2f} {r['extra_memory_ratio']:>8.3f}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (1: steadier timings on a shared machine)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--skip-organism", action="store_true")
+    p.add_argument("--methods", default="vanilla,contrastive,dola,vicrop")
+    args = p.parse_args(argv)
+    transformers.logging.set_verbosity_error()  # the disabled EOS warns at every call
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    methods = {name: {} for name in args.methods.split(",")}
+    methods.setdefault("vanilla", {})
+    methods.setdefault("contrastive", {})
+    print(f"device {args.device}, threads {torch.get_num_threads()}, batch {args.batch}, "
+          f"{args.max_new_tokens} new tokens, {args.rounds} rounds")
+    if not args.skip_organism:
+        try:
+            loaded, images, texts, profile = organism_case(args.device, args.batch)
+        except Exception as err:  # the organism ships separately; the LLaVA-shaped case still runs
+            print(f"\norganism: skipped ({type(err).__name__}: {str(err).splitlines()[0]})")
+        else:
+            organism_methods = {**methods, "vicrop": {"layer": None}} if "vicrop" in methods else methods
+            show(f"organism ({loaded.num_layers} layers), profile {profile}",
+                 bench(loaded, images, texts, profile, organism_methods, args.rounds, args.max_new_tokens))
+    loaded = llava_shaped(args.hidden, args.device)
+    images, texts = random_images(args.batch), (QUESTIONS * args.batch)[: args.batch]
+    n_visual = int((loaded.encode(images[:1], texts[:1])["input_ids"] == loaded.model.config.image_token_id).sum())
+    results = bench(loaded, images, texts, "llava15_7b", methods, args.rounds, args.max_new_tokens)
+    show(f"LLaVA-shaped random model (32 layers, hidden {args.hidden}, {n_visual} visual tokens), "
+         "profile llava15_7b", results)
+    c = results["contrastive"]
+    print(json.dumps({"latency_ratio": round(c["latency_ratio"], 4), "memory_ratio": round(c["memory_ratio"], 4)}))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

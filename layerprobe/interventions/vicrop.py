@@ -1,0 +1,109 @@
+"""ViCrop ("MLLMs know where to look", Zhang et al., ICLR 2025), relative-attention variant: the
+question's last-token attention over the visual tokens at one layer, divided by that of a generic
+description prompt; a crop around the peak at the window size where the peak is sharpest; then
+the question is answered again with the image and the crop.
+
+    maps = relative_attention(loaded, images, questions, layer=14)    # (B, side, side) numpy
+    box = crop_box(maps[0], images[0].size, bbox_size=336)            # (x1, y1, x2, y2) pixels
+
+The map covers the base image grid (the first side**2 visual tokens: LLaVA-1.5's only grid,
+LLaVA-1.6's downscaled full image before its tiles), which avoids ViCrop's broken LLaVA-1.6 boxes.
+Attention comes from the last query row recomputed at that layer only (``attention_rows``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from layerprobe.errors import ConfigError
+from layerprobe.interventions.attention_rows import LastRowRecorder, base_grid_side, visual_distribution
+from layerprobe.interventions.dispatch import controller
+
+GENERIC_PROMPT = "Write a general description of the image."
+RATIOS = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)  # crop sides as multiples of the model's input resolution
+
+
+def _last_row_maps(loaded, images, texts, layer: int, side: int) -> torch.Tensor:
+    inputs = loaded.encode(images, texts)
+    with torch.no_grad(), controller(loaded).observe(LastRowRecorder({layer})) as rec:
+        loaded.model(**inputs)
+    layout = rec.layout
+    blocked = controller(loaded).blocked(layer, layout, layout.positions[-1:])
+    allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+    dist = visual_distribution(rec.scores[layer], layout.visual, "mass", allowed)
+    maps = []
+    for b in range(dist.shape[0]):
+        values = dist[b, layout.visual[b]][: side * side]
+        if values.numel() < side * side:
+            raise ConfigError(f"vicrop: sample {b} has {values.numel()} visual tokens, fewer than a "
+                              f"{side}x{side} base grid")
+        maps.append(values.reshape(side, side))
+    return torch.stack(maps)
+
+
+def relative_attention(loaded, images, texts, layer: int, generic: str = GENERIC_PROMPT) -> np.ndarray:
+    """(B, side, side): question attention / generic-prompt attention over the base grid."""
+    if not 0 <= layer < loaded.num_layers:
+        raise ConfigError(f"vicrop layer={layer}: out of range for a {loaded.num_layers}-layer decoder")
+    side = base_grid_side(loaded)
+    question = _last_row_maps(loaded, images, texts, layer, side)
+    general = _last_row_maps(loaded, images, [generic] * len(images), layer, side)
+    return (question / general.clamp_min(1e-12)).numpy()
+
+
+def _window_sums(att: np.ndarray, h: int, w: int) -> np.ndarray:
+    c = np.pad(att.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return c[h:, w:] - c[:-h, w:] - c[h:, :-w] + c[:-h, :-w]
+
+
+def crop_box(att: np.ndarray, image_size: tuple[int, int], bbox_size: int) -> tuple[int, int, int, int]:
+    """ViCrop's adaptive crop: for each window (bbox_size * ratio pixels, in grid blocks) find the
+    window of largest summed attention; keep the ratio whose peak stands out most from its four
+    neighbouring windows (per block); centre a square of that size on it, inside the image."""
+    width, height = image_size
+    rows, cols = att.shape
+    block_w, block_h = width / cols, height / rows
+    best = None
+    for ratio in RATIOS:
+        bw, bh = min(int(bbox_size * ratio / block_w), cols), min(int(bbox_size * ratio / block_h), rows)
+        if cols - bw < 1 and rows - bh < 1:
+            if ratio == RATIOS[0]:
+                return 0, 0, width, height  # the image is no larger than one model input
+            continue
+        bw, bh = max(bw, 1), max(bh, 1)
+        sums = _window_sums(att, bh, bw)
+        y, x = np.unravel_index(np.argmax(sums), sums.shape)
+        neighbours = [sums[yy, xx] for yy, xx in ((y, x - 1), (y, x + 1), (y - 1, x), (y + 1, x))
+                      if 0 <= yy < sums.shape[0] and 0 <= xx < sums.shape[1]]
+        sharpness = (sums[y, x] - np.mean(neighbours)) / (bw * bh) if neighbours else 0.0
+        if best is None or sharpness > best[0]:
+            best = (sharpness, x, y, bw, bh, bbox_size * ratio)
+    _, x, y, bw, bh, size = best
+    half = size / 2
+    cx = min(max((x + bw / 2) * block_w, half), width - half)
+    cy = min(max((y + bh / 2) * block_h, half), height - half)
+    return (int(max(0, cx - half)), int(max(0, cy - half)), int(min(width, cx + half)), int(min(height, cy + half)))
+
+
+def grid_region(image, family: str):
+    """The part of ``image`` the base grid sees: CLIP's centre square for LLaVA-1.5, the whole
+    (squashed) image for LLaVA-1.6's base view. Returns (x0, y0, w, h)."""
+    width, height = image.size
+    if family == "llava":
+        s = min(width, height)
+        return (width - s) // 2, (height - s) // 2, s, s
+    return 0, 0, width, height
+
+
+def crops_for(loaded, images, maps: np.ndarray, bbox_size: int | None = None) -> tuple[list, list]:
+    """(crops, boxes in image pixels) for each image and its relative-attention map."""
+    bbox_size = bbox_size or int(loaded.model.config.vision_config.image_size)
+    crops, boxes = [], []
+    for image, att in zip(images, maps):
+        x0, y0, w, h = grid_region(image, loaded.adapter.family)
+        x1, y1, x2, y2 = crop_box(att, (w, h), bbox_size)
+        box = (x0 + x1, y0 + y1, x0 + x2, y0 + y2)
+        crops.append(image.crop(box))
+        boxes.append(box)
+    return crops, boxes

@@ -1,0 +1,136 @@
+"""DoLa and ViCrop baselines and the method registry: formulas against direct computations,
+DoLa's first token against an independent output_hidden_states computation, ViCrop's crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import jensenshannon
+
+from layerprobe.errors import ConfigError
+from layerprobe.interventions.dola import candidate_layers, dola, dola_scores, js_divergence
+from layerprobe.interventions.vicrop import _window_sums, crop_box, relative_attention
+from layerprobe.methods import METHODS, make_method
+from tests.conftest import FAMILIES, QUESTIONS, make_images
+
+PROFILE = {"fusion_layers": [2, 4, 8], "review_layer": 29, "post_integrated_layer": 28}
+
+
+def test_js_divergence_matches_scipy():
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(30), size=4), rng.dirichlet(np.ones(30), size=4)
+    ours = js_divergence(torch.tensor(np.log(p)), torch.tensor(np.log(q))).numpy()
+    assert np.allclose(ours, jensenshannon(p, q, axis=-1) ** 2, atol=1e-10)
+
+
+def test_dola_scores_choose_per_sample_and_respect_plausibility():
+    final = torch.log(torch.tensor([[0.70, 0.25, 0.05], [0.1, 0.1, 0.8]]))
+    near = final.clone()
+    far = torch.log(torch.tensor([[0.50, 0.02, 0.48], [0.1, 0.1, 0.8]]))
+    premature = torch.stack([near, far])
+    premature[0, 1] = torch.log(torch.tensor([0.8, 0.1, 0.1]))  # sample 1: layer 0 is the far one
+    scores, choice = dola_scores(final, premature, alpha=0.1)
+    assert choice.tolist() == [1, 0]
+    assert torch.isinf(scores[0, 2]) and scores[0, 2] < 0  # 0.05 < 0.1 * 0.70: implausible
+    assert torch.isfinite(scores[0, :2]).all()
+    assert scores[0, 1] > scores[0, 0]  # 0.25 vs 0.02 early beats 0.70 vs 0.50: the contrast flips greedy
+    assert torch.allclose(scores[0, 0], torch.log(torch.tensor(0.70 / 0.50)))
+
+
+def test_candidate_buckets():
+    assert candidate_layers("low", 32) == list(range(1, 16, 2))
+    assert candidate_layers("high", 32) == list(range(15, 31, 2))
+    assert candidate_layers([3, 1, 3], 32) == [1, 3]
+    with pytest.raises(ConfigError, match="31"):
+        candidate_layers([31], 32)
+    with pytest.raises(ConfigError, match="'mid'"):
+        candidate_layers("mid", 32)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dola_first_token_equals_an_independent_computation(tiny_models, family):
+    from transformers import LogitsProcessorList
+
+    loaded = tiny_models(family)
+    inputs = loaded.encode(make_images(3), QUESTIONS[:3])
+    layers = [1, 5, 9]
+    with torch.no_grad():
+        out = loaded.model(**inputs, output_hidden_states=True)
+        hooks_before = [len(layer._forward_hooks) for layer in loaded.decoder_layers]  # transformers' own
+        hs = out.hidden_states
+        norm = loaded.adapter.language_model(loaded.model).norm
+        premature = torch.stack([loaded.model.lm_head(norm(hs[layer + 1][:, -1])) for layer in layers])
+        expected, choice = dola_scores(out.logits[:, -1], premature, alpha=0.1)
+        with dola(loaded, layers, alpha=0.1) as proc:
+            gen = loaded.model.generate(**inputs, max_new_tokens=3, do_sample=False,
+                                        logits_processor=LogitsProcessorList([proc]))
+    first = gen[:, inputs["input_ids"].shape[1]]
+    assert first.tolist() == expected.argmax(-1).tolist()
+    assert [c[0] for c in proc.chosen] == [layers[i] for i in choice.tolist()]
+    assert all(len(c) == 3 and set(c) <= set(layers) for c in proc.chosen)
+    assert [len(layer._forward_hooks) for layer in loaded.decoder_layers] == hooks_before
+
+
+def test_window_sums_match_brute_force():
+    att = np.random.default_rng(1).random((7, 9))
+    sums = _window_sums(att, 3, 4)
+    brute = np.array([[att[y:y + 3, x:x + 4].sum() for x in range(6)] for y in range(5)])
+    assert np.allclose(sums, brute)
+
+
+def test_crop_box_centres_on_the_attention_peak():
+    att = np.full((24, 24), 0.01)
+    att[18:21, 3:6] = 1.0  # peak around grid (row 19, col 4)
+    x1, y1, x2, y2 = crop_box(att, (1344, 1344), bbox_size=336)
+    cx, cy = 4.5 * 56, 19.5 * 56  # peak centre in pixels (56 px per grid block)
+    assert x1 <= cx <= x2 and y1 <= cy <= y2
+    assert 336 <= x2 - x1 <= 672 and 0 <= x1 and x2 <= 1344 and y2 <= 1344
+    assert crop_box(att, (300, 300), bbox_size=336) == (0, 0, 300, 300)  # no bigger than one input
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_relative_attention_and_vicrop_answers(tiny_models, family):
+    loaded = tiny_models(family)
+    images = make_images(3)
+    maps = relative_attention(loaded, images, QUESTIONS[:3], layer=14)
+    assert maps.shape == (3, 4, 4) and np.isfinite(maps).all() and (maps > 0).all()
+    method = make_method("vicrop", profile=PROFILE, layer=None, bbox_size=20)
+    method.check(loaded)
+    assert method.resolve_layer(loaded) == 8  # layer=null: the profile's deepest fusion layer
+    records = method.answer_batch(loaded, None, images, QUESTIONS[:3], max_new_tokens=2)
+    for image, rec in zip(images, records):
+        x1, y1, x2, y2 = rec["crop_box"]
+        assert 0 <= x1 < x2 <= image.size[0] and 0 <= y1 < y2 <= image.size[1]
+        assert rec["total_s"] >= rec["prefill_s"] > 0 and isinstance(rec["prediction"], str)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_answers_a_padded_batch(tiny_models, name):
+    loaded = tiny_models("llava_next")
+    method = make_method(name, profile=PROFILE)
+    method.check(loaded)
+    records = method.answer_batch(loaded, None, make_images(3), QUESTIONS[:3], max_new_tokens=2)
+    assert len(records) == 3
+    assert all({"prediction", "prefill_s", "total_s", "n_tokens"} <= set(r) for r in records)
+
+
+def test_vanilla_equals_contrastive_at_scale_one(tiny_models):
+    loaded = tiny_models("llava")
+    args = (loaded, None, make_images(4), QUESTIONS, 4)
+    plain = make_method("vanilla").answer_batch(*args)
+    same = make_method("contrastive", profile=PROFILE, scale=1.0).answer_batch(*args)
+    assert [r["prediction"] for r in plain] == [r["prediction"] for r in same]
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("beam", {}, "method='beam': unknown"),
+    ("dola", {"gamma": 1}, "method dola: .*gamma"),
+    ("contrastive", {}, "needs a layer profile"),
+    ("contrastive", {"scale": 2.0}, "scale=2.0"),
+])
+def test_method_errors_are_one_line(name, options, message):
+    profile = None if message == "needs a layer profile" else PROFILE
+    with pytest.raises(ConfigError, match=message) as err:
+        make_method(name, profile=profile, **options)
+    assert "\n" not in str(err.value)

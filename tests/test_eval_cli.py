@@ -1,0 +1,96 @@
+"""layerprobe-eval end to end on a tiny model and the real-image VQAv2 fixture (all four methods,
+table and figures), and the comparison statistics against hand-computed numbers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layerprobe.evaluation import compare, flips
+from layerprobe.stats import bootstrap_ci, sign_flip_p
+
+ROOT = Path(__file__).parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "benchmarks" / "vqav2" / "official"
+
+
+def _eval(*overrides, cwd=ROOT):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-m", "layerprobe.cli.eval", *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_eval_runs_all_four_methods_and_writes_table_and_figures(tmp_path):
+    out = _eval("-m", "method=vanilla,contrastive,dola,vicrop", "model=tiny_llava15", "data=vqav2",
+                f"data.root={FIXTURE}", "data.limit=4", "data.max_new_tokens=2", "profile=llava15_7b",
+                f"eval_dir={tmp_path}", "progress=false", "batch_size=4", "heatmaps=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "comparison.csv")
+    per_bench = table[table["benchmark"] == "vqav2"].set_index("method")
+    assert set(per_bench.index) == {"vanilla", "contrastive", "dola", "vicrop"}
+    assert (per_bench["n"] == 4).all()
+    assert np.isnan(per_bench.loc["vanilla", "delta"])
+    for method in ("contrastive", "dola", "vicrop"):
+        row = per_bench.loc[method]
+        assert row["n_paired"] == 4 and row["ci_low"] <= row["delta"] <= row["ci_high"] and 0 < row["p"] <= 1
+    rows = [pd.read_json(tmp_path / "vqav2" / m / "results.jsonl", lines=True).iloc[1:] for m in ("vanilla", "contrastive")]
+    assert rows[1]["pre_layer"].isin([2, 4, 8, 11, 12, 13]).all() and (rows[1]["n_suppressed"] > 0).all()
+    assert rows[1]["peak_mem_bytes"].notna().all()
+    for name in ("comparison.png", "comparison.pdf", "comparison.md", "flips.csv", "pre_layers.png"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "vqav2" / "contrastive").glob("heatmap_*.png"))
+    # a rerun resumes: nothing is recomputed, the table is the same
+    again = _eval("method=vanilla", "model=tiny_llava15", "data=vqav2", f"data.root={FIXTURE}", "data.limit=4",
+                  "data.max_new_tokens=2", "profile=llava15_7b", f"eval_dir={tmp_path}", "progress=false")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(pd.read_json(tmp_path / "vqav2" / "vanilla" / "results.jsonl", lines=True)) == 5  # header + 4
+
+
+def test_contrastive_without_a_profile_is_a_one_line_error(tmp_path):
+    out = _eval("method=contrastive", "model=tiny_llava15", "data=vqav2", f"data.root={FIXTURE}", "data.limit=2",
+                f"eval_dir={tmp_path}", "progress=false")
+    assert out.returncode == 2
+    assert "needs a layer profile" in out.stderr and "Traceback" not in out.stderr
+
+
+def _table(scores: dict[str, list[float]], bench="b") -> pd.DataFrame:
+    rows = []
+    for method, values in scores.items():
+        for i, v in enumerate(values):
+            rows.append({"benchmark": bench, "sample_id": str(i), "condition": method, "layer": None,
+                         "prediction": f"{method}{v}", "score": v, "skipped": None, "prefill_s": 0.1,
+                         "total_s": 0.4 if method == "vanilla" else 0.5, "n_tokens": 1, "batch_size": 2,
+                         "peak_mem_bytes": 100.0 if method == "vanilla" else 103.0})
+    return pd.DataFrame(rows)
+
+
+def test_comparison_numbers_match_direct_computation():
+    base = [1, 0, 0, 1, 0, 1, 0, 0, 1, 0]
+    other = [1, 1, 1, 1, 0, 0, 1, 0, 1, 1]
+    table = pd.concat([_table({"vanilla": base, "contrastive": other}),
+                       _table({"vanilla": [1, 1], "contrastive": [1, 0]}, bench="c")])
+    comp = compare(table).set_index(["benchmark", "method"])
+    row = comp.loc[("b", "contrastive")]
+    diff = np.array(other) - np.array(base)
+    assert row["delta"] == pytest.approx(0.3)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(bootstrap_ci(diff, seed=0))
+    assert row["p"] == pytest.approx(sign_flip_p(diff, seed=0))
+    assert row["latency_s"] == pytest.approx(0.25) and row["latency_ratio"] == pytest.approx(1.25)
+    assert row["peak_mem_ratio"] == pytest.approx(1.03)
+    avg = comp.loc[("average", "contrastive")]
+    assert avg["accuracy"] == pytest.approx((0.7 + 0.5) / 2) and avg["delta"] == pytest.approx((0.3 - 0.5) / 2)
+    f = flips(table).set_index("benchmark")
+    assert (f.loc["b", "fixed"], f.loc["b", "broken"], f.loc["b", "unchanged"]) == (4, 1, 5)
+    assert (f.loc["c", "fixed"], f.loc["c", "broken"]) == (0, 1)
+
+
+def test_skipped_and_unpaired_samples_are_left_out():
+    table = _table({"vanilla": [1, 0, 1], "dola": [1, 1]})
+    table.loc[table.index[0], "skipped"] = "bad image"
+    comp = compare(table).set_index(["benchmark", "method"])
+    assert comp.loc[("b", "vanilla"), "n"] == 2 and comp.loc[("b", "dola"), "n_paired"] == 1

@@ -43,10 +43,11 @@ def _row(bench, sample_id, method, **fields) -> dict:
 
 def run_method(loaded, data, method, run_dir, header: dict | None = None, batch_size: int = 8,
                on_error: str = "raise", memory_pass: bool = True, maps_samples: int = 0,
-               progress: bool = True) -> Path:
-    """Answer every sample of ``data`` with ``method``; rows go to ``run_dir/results.jsonl``."""
+               progress: bool = True, label: str | None = None) -> Path:
+    """Answer every sample of ``data`` with ``method``; rows go to ``run_dir/results.jsonl`` with
+    ``condition`` = ``label`` (the method's name unless a variant is being compared)."""
     path = Path(run_dir) / "results.jsonl"
-    bench, name = data.name, method.name
+    bench, name = data.name, label or method.name
     on_cuda = loaded.device.type == "cuda"
     with ResultsWriter(path, header) as writer:
         done = writer.done_keys()

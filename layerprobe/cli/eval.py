@@ -58,7 +58,8 @@ def evaluate(cfg) -> None:
     log.info("%s on %s (%d samples) with %s, run dir %s", name, data.name, len(data.samples), loaded.name, run_dir)
     run_method(loaded, data, method, run_dir, header, batch_size=cfg.batch_size,
                on_error=cfg.data.get("on_error", "raise"), memory_pass=cfg.memory_pass,
-               maps_samples=cfg.maps_samples if name == "contrastive" else 0, progress=cfg.progress)
+               maps_samples=cfg.maps_samples if name == "contrastive" else 0, progress=cfg.progress,
+               label=cfg.label)
     report(Path(cfg.eval_dir), run_dir, loaded, data, name, profile, cfg)
 
 
@@ -83,7 +84,7 @@ def report(eval_dir: Path, run_dir: Path, loaded, data, name: str, profile, cfg)
     _galleries(table, data, eval_dir / data.name, cfg.gallery_examples)
     if "pre_layer" in table and table["pre_layer"].notna().any():
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_pre_layers(table[table["condition"] == "contrastive"], ax)
+        plot_pre_layers(table, ax)
         save_figure(fig, eval_dir / "pre_layers")
     if name == "contrastive" and cfg.heatmaps:
         rows = read_results(run_dir)

@@ -123,12 +123,13 @@ class ContrastiveAttention:
         self.pre_layer, self.control, self.keep_maps = pre_layer, control, keep_maps
         self.generator = torch.Generator().manual_seed(seed)
         self.candidates = [pre_layer] if pre_layer is not None else fusion
+        self._layers = {*self.candidates, post}  # asked at every attention call: built once
         self.records: list[dict] = []
         self._dists: dict[int, torch.Tensor] = {}
         self._pending: torch.Tensor | None = None  # (B, T) suppress, set at post, used at review
 
     def layers(self) -> set[int]:
-        return {*self.candidates, self.post}
+        return self._layers
 
     def observe(self, layer, module, query, key, layout, q_pos) -> None:
         if not is_prefill(layout, q_pos):

@@ -122,9 +122,11 @@ def attention_heatmap(image, maps: dict, side: int, family: str, pre_layer: int,
 
 
 def plot_pre_layers(rows: pd.DataFrame, ax):
-    """How often each fusion layer was chosen as the pre-integrated layer, per benchmark."""
+    """How often each fusion layer was chosen as the pre-integrated layer, per benchmark and
+    contrastive variant (the pre-layer does not depend on the scale, so variants agree)."""
     t = rows[rows["pre_layer"].notna()]
-    counts = t.groupby(["pre_layer", "benchmark"]).size().unstack(fill_value=0)
+    t = t.assign(run=t["benchmark"] + " / " + t["condition"])
+    counts = t.groupby(["pre_layer", "run"]).size().unstack(fill_value=0)
     counts.index = counts.index.astype(int)
     counts.plot.bar(ax=ax, rot=0)
     ax.set_xlabel("pre-integrated layer chosen (0-based decoder index)")

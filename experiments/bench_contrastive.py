@@ -51,10 +51,10 @@ def llava_shaped(hidden: int, device: str) -> LoadedModel:
     return LoadedModel(model, processor, adapter_for(model.config), f"llava-shaped-{hidden}")
 
 
-def organism_case(device: str, batch: int):
+def organism_case(device: str, batch: int, path: str):
     from layerprobe.data.registry import load_benchmark
 
-    loaded = load_model("organism", device=device)
+    loaded = load_model(path, device=device)
     data = load_benchmark("organism", limit=batch)
     spec = loaded.extra.get("organism", {})
     planted = sorted(spec.get("planted", []))
@@ -115,6 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1: steadier timings on a shared machine)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--skip-organism", action="store_true")
+    p.add_argument("--organism", default="organism", help="the shipped organism, or a retrained one's directory")
     p.add_argument("--methods", default="vanilla,contrastive,dola,vicrop")
     args = p.parse_args(argv)
     transformers.logging.set_verbosity_error()  # the disabled EOS warns at every call
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
           f"{args.max_new_tokens} new tokens, {args.rounds} rounds")
     if not args.skip_organism:
         try:
-            loaded, images, texts, profile = organism_case(args.device, args.batch)
+            loaded, images, texts, profile = organism_case(args.device, args.batch, args.organism)
         except Exception as err:  # the organism ships separately; the LLaVA-shaped case still runs
             print(f"\norganism: skipped ({type(err).__name__}: {str(err).splitlines()[0]})")
         else:

@@ -94,3 +94,22 @@ def test_skipped_and_unpaired_samples_are_left_out():
     table.loc[table.index[0], "skipped"] = "bad image"
     comp = compare(table).set_index(["benchmark", "method"])
     assert comp.loc[("b", "vanilla"), "n"] == 2 and comp.loc[("b", "dola"), "n_paired"] == 1
+
+
+def test_cpu_peak_memory_counts_live_tensors_once():
+    import torch
+
+    from layerprobe.peak_memory import peak_memory
+
+    with peak_memory("cpu") as mem:
+        a = torch.ones(1000, 1000)          # 4 MB
+        b = a.view(-1)                      # a view: no new storage
+        a.mul_(2)                           # in place: no new storage
+        del a, b
+        c = torch.zeros(500, 1000)          # 2 MB, after the 4 MB were freed
+        del c
+    assert mem.extra_bytes == 4_000_000
+    model = torch.nn.Linear(10, 10)
+    with peak_memory("cpu", model) as mem:
+        model(torch.ones(1, 10))
+    assert mem.peak_bytes == mem.extra_bytes + 110 * 4

@@ -217,6 +217,7 @@ def test_answers_change_when_suppressing(tiny_models):
     ({"fusion_layers": [], "review_layer": 29}, "fusion_layers=[]"),
     ({"fusion_layers": [2, 30], "review_layer": 31, "post_integrated_layer": 29}, "must be < post_integrated_layer"),
     ({"fusion_layers": [-1], "review_layer": 29}, "fusion_layers[0]=-1"),
+    ({"num_layers": 40, "fusion_layers": [2], "review_layer": 29}, "num_layers=40 but the model has 32"),
 ])
 def test_profile_errors_name_the_field(tiny_models, profile, message):
     with pytest.raises(ProfileError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -44,6 +44,9 @@ def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
         profile = load_profile(profile, num_layers=num_layers)
     get = profile.get if isinstance(profile, Mapping) else lambda k, d=None: getattr(profile, k, d)
     fusion, review, post = get("fusion_layers"), get("review_layer"), get("post_integrated_layer")
+    declared = get("num_layers")
+    if declared is not None and declared != num_layers:
+        raise ProfileError(f"profile num_layers={declared} but the model has {num_layers} decoder layers")
     if post is None and isinstance(review, int):
         post = review - 1
 

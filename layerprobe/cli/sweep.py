@@ -24,7 +24,7 @@ log = logging.getLogger("layerprobe.sweep")
 def sweep(cfg) -> None:
     from layerprobe.sweep import run_sweep
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     loaded = load_model_from(cfg.model)
     data = load_data_from(cfg.data)
     mask = plain(cfg.mask)

@@ -1,0 +1,86 @@
+"""layerprobe-sweep end to end: every benchmark's fixture on a tiny model, the run directory's
+files, and resuming after SIGKILL with exactly one row per (sample, condition)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from layerprobe.results import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
+BENCHMARKS = ["vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"]
+
+
+def sweep_cmd(run_dir, *overrides):
+    return [sys.executable, "-m", "layerprobe.cli.sweep", f"run_dir={run_dir}", "progress=false", *overrides]
+
+
+def run_sweep_cli(run_dir, *overrides, check=True):
+    proc = subprocess.run(sweep_cmd(run_dir, *overrides), capture_output=True, text=True, cwd=ROOT, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS)
+def test_sweep_runs_every_benchmark_fixture(tmp_path, bench):
+    layout = "parquet" if bench in ("gqa", "docvqa") else "official"
+    run_sweep_cli(tmp_path, "model=tiny_llava15", f"data={bench}", f"data.root={FIXTURES / bench / layout}",
+                  "data.limit=3", "layers=[0,1]", "batch_size=2", "engine=naive")
+    table = read_results(tmp_path)
+    assert len(table) == 3 * 3
+    assert set(table["condition"]) == {"baseline", "knockout"}
+    assert sorted(table["layer"].dropna().unique().tolist()) == [0, 1]
+    assert table["score"].between(0, 1).all()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["condition"]) == ["baseline", "knockout", "knockout"]
+    assert {"accuracy", "ci_low", "ci_high", "latency_s"} <= set(summary.columns)
+    for ext in ("png", "pdf"):
+        assert (tmp_path / f"masking_curves.{ext}").stat().st_size > 1000
+
+
+def test_sweep_resumes_after_sigkill_with_one_row_per_condition(tmp_path):
+    args = ("model=tiny_llava15", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
+            "data.limit=8", "layers=[0,1,2,3]", "batch_size=1", "engine=naive")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(sweep_cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = killed / "results.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if results.exists() and results.read_text().count("\n") >= 12:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = read_results(killed)
+    assert 0 < len(partial) < 8 * 5, "the kill should land mid-run"
+    run_sweep_cli(killed, *args)
+    table = read_results(killed)
+    keys = {(s, c, str(l)) for s, c, l in zip(table["sample_id"], table["condition"], table["layer"])}
+    assert len(table) == 8 * 5 and len(keys) == len(table)
+    fresh = tmp_path / "fresh"
+    run_sweep_cli(fresh, *args)
+    cols = ["condition", "layer", "n", "accuracy", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(pd.read_csv(killed / "summary.csv")[cols], pd.read_csv(fresh / "summary.csv")[cols])
+    merged = table.merge(read_results(fresh), on=["sample_id", "condition", "layer"])
+    assert len(merged) == len(table)
+    assert (merged["prediction_x"] == merged["prediction_y"]).all()
+
+
+def test_rerun_with_another_config_is_refused(tmp_path):
+    args = ("model=tiny_llava15", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
+            "data.limit=2", "layers=[0]", "engine=naive")
+    run_sweep_cli(tmp_path, *args)
+    proc = run_sweep_cli(tmp_path, *args[:-2], "layers=[1]", "engine=naive", check=False)
+    assert proc.returncode == 2
+    assert "was written with another config" in proc.stderr
+    assert len(read_results(tmp_path)) == 4  # nothing already computed is lost

@@ -55,7 +55,9 @@ def _row(bench, sample, cond: Condition, edges, **fields):
 def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", window: int = 1,
               batch_size: int = 8, engine: str = "fast", header: dict | None = None,
               on_error: str = "raise", progress: bool = True, title: str | None = None,
-              engine_opts: dict | None = None) -> pd.DataFrame:
+              engine_opts: dict | None = None, timing_samples: int = 8) -> pd.DataFrame:
+    """Sweep ``data`` on ``loaded``; see the module docstring. With the fast engine, the latency
+    curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv)."""
     run_dir = Path(run_dir)
     conditions = sweep_conditions(loaded.num_layers, layers, window)
     runner = make_engine(engine, edges, **(engine_opts or {}))
@@ -91,6 +93,13 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", wi
                 )
             bar.update(n_batch * len(conditions))
         bar.close()
+    if runner.name == "fast" and timing_samples > 0:
+        from layerprobe.timing import measure_condition_latency, read_timing, write_timing
+
+        if read_timing(run_dir) is None:
+            log.info("timing each condition standalone on %d samples", timing_samples)
+            write_timing(run_dir, measure_condition_latency(
+                loaded, data, conditions, edges, n_samples=timing_samples, batch_size=batch_size))
     return write_summary(run_dir, title=title)
 
 
@@ -115,9 +124,20 @@ def _load_images(batch, bench, conditions, edges, writer, on_error):
     return kept, images
 
 
-def write_summary(run_dir, title: str | None = None, latency_note: str | None = None) -> pd.DataFrame:
+def write_summary(run_dir, title: str | None = None) -> pd.DataFrame:
+    """summary.csv and the masking curves, from the results table (and timing.csv if present)."""
+    from layerprobe.timing import apply_timing, read_timing
+
     run_dir = Path(run_dir)
     summary = summarise(read_results(run_dir / "results.jsonl"))
+    timing = read_timing(run_dir)
+    if timing is not None and len(timing):
+        summary = apply_timing(summary, timing)
+        t = timing.iloc[0]
+        latency_note = (f"latency: standalone masked generation, {int(t['n_samples'])} samples in batches of "
+                        f"{int(t['batch_size'])}, warm-up excluded")
+    else:
+        latency_note = "latency: per sweep batch, warm-up excluded"
     write_atomic(run_dir / "summary.csv", summary.to_csv(index=False))
     if (summary["condition"] != "baseline").any():
         fig = plot_masking_curves(summary, title=title, latency_note=latency_note)

@@ -41,7 +41,7 @@ def sweep(cfg) -> None:
         loaded, data, run_dir, layers=layers, edges=mask["edges"], window=mask.get("window", 1),
         batch_size=cfg.batch_size, engine=cfg.engine, header=header, on_error=cfg.data.get("on_error", "raise"),
         progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
-        engine_opts=plain(cfg.get("engine_opts")) or {},
+        engine_opts={"variants_per_batch": cfg.variants_per_batch}, timing_samples=cfg.timing_samples,
     )
     base = summary[summary["condition"] == "baseline"]
     if len(base):

@@ -1,0 +1,74 @@
+"""Honest per-condition latency for sweeps whose engine shares work between conditions: each
+condition is re-run as a standalone masked generation on a small subsample, after a warm-up.
+
+    timing = measure_condition_latency(loaded, data, conditions, "image->text", n_samples=8)
+    # DataFrame: condition, layer, prefill_s, total_s, n_samples, batch_size
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from layerprobe.engines.naive import NaiveEngine
+from layerprobe.errors import DataError
+from layerprobe.results import write_atomic
+from layerprobe.runner import warm_up
+
+TIMING_FILE = "timing.csv"
+
+
+def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: int = 8,
+                              batch_size: int = 8, repeats: int = 1) -> pd.DataFrame:
+    samples, images = [], []
+    for sample in data.samples:
+        if len(samples) == n_samples:
+            break
+        try:
+            images.append(sample.load_image())
+            samples.append(sample)
+        except DataError:
+            continue
+    if not samples:
+        return pd.DataFrame()
+    batches = [
+        loaded.encode(images[i:i + batch_size], [data.prompt(s) for s in samples[i:i + batch_size]])
+        for i in range(0, len(samples), batch_size)
+    ]
+    warm_up(loaded, batches[0])
+    engine = NaiveEngine(edges)
+    rows = []
+    for cond in conditions:
+        prefill = total = 0.0
+        for _ in range(repeats):
+            for inputs in batches:
+                answer = engine.run_batch(loaded, inputs, [cond], data.max_new_tokens)[cond.key][0]
+                prefill += answer.prefill_s
+                total += answer.total_s
+        runs = repeats * len(batches)
+        rows.append({"condition": cond.name, "layer": cond.layer, "prefill_s": prefill / runs,
+                     "total_s": total / runs, "n_samples": len(samples), "batch_size": min(batch_size, len(samples))})
+    return pd.DataFrame(rows)
+
+
+def write_timing(run_dir, timing: pd.DataFrame) -> None:
+    write_atomic(Path(run_dir) / TIMING_FILE, timing.to_csv(index=False))
+
+
+def read_timing(run_dir) -> pd.DataFrame | None:
+    path = Path(run_dir) / TIMING_FILE
+    if not path.is_file():
+        return None
+    timing = pd.read_csv(path)
+    timing["layer"] = timing["layer"].astype("Int64")
+    return timing
+
+
+def apply_timing(summary: pd.DataFrame, timing: pd.DataFrame) -> pd.DataFrame:
+    """Replace the engine's shared-work latencies by the standalone measurements."""
+    merged = summary.drop(columns=["latency_s", "prefill_s"]).merge(
+        timing[["condition", "layer", "total_s", "prefill_s"]].rename(columns={"total_s": "latency_s"}),
+        on=["condition", "layer"], how="left",
+    )
+    return merged[summary.columns]

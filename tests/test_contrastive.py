@@ -246,3 +246,21 @@ def test_layer_profile_object_and_preset_are_accepted():
     assert profile_layers("llava15_7b", 32) == ([2, 4, 8, 11, 12, 13], 28, 29)
     with pytest.raises(ProfileError):
         profile_layers("llava15_7b", 24)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_on_cuda_scale_one_is_identical_and_rows_match_eager(dtype):
+    loaded = layerprobe.load_model("tiny:llava_next:32", device="cuda", dtype=dtype)
+    eager = layerprobe.load_model("tiny:llava_next:32", device="cuda", dtype="float32", attn_implementation="eager")
+    inputs = _inputs(loaded)
+    with torch.no_grad():
+        plain = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        with contrastive_attention(loaded, PROFILE, scale=1.0):
+            same = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert torch.equal(plain, same)
+    if dtype == "float32":
+        with torch.no_grad():
+            ref = eager.model(**_inputs(eager), output_attentions=True).attentions
+        rec = _record(loaded, inputs, {4})
+        assert (last_row_probs(rec.scores[4], rec.layout.valid) - ref[4][:, :, -1].float()).abs().max() < 1e-5

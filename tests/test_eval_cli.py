@@ -113,3 +113,30 @@ def test_cpu_peak_memory_counts_live_tensors_once():
     with peak_memory("cpu", model) as mem:
         model(torch.ones(1, 10))
     assert mem.peak_bytes == mem.extra_bytes + 110 * 4
+
+
+def test_figures_draw_from_plain_records(tmp_path):
+    from PIL import Image
+
+    from layerprobe.plots.methods import attention_heatmap, comparison_figure, flips_gallery, plot_pre_layers
+    from layerprobe.plots.save import save_figure
+    import matplotlib.pyplot as plt
+
+    image = Image.new("RGB", (80, 60), (200, 30, 30))
+    maps = {"pre": list(np.linspace(0, 1, 16)), "post": list(np.linspace(1, 0, 16)),
+            "contrast": list(np.abs(np.linspace(-1, 1, 16))), "suppressed": [i < 3 for i in range(16)]}
+    fig = attention_heatmap(image, maps, side=4, family="llava", pre_layer=2, post_layer=28, question="what?")
+    assert len(fig.axes[3].collections) == 1  # the suppressed tokens' markers
+    assert len(fig.axes[3].collections[0].get_offsets()) == 3
+    save_figure(fig, tmp_path / "heatmap")
+    examples = [{"image": image, "question": "what color?", "answers": ["red"], "vanilla": "blue",
+                 "method": "red", "method_name": "contrastive", "kind": kind} for kind in ("fixed", "broken")]
+    save_figure(flips_gallery(examples, title="gallery"), tmp_path / "gallery")
+    table = pd.concat([_table({"vanilla": [1, 0], "contrastive": [1, 1]})])
+    save_figure(comparison_figure(compare(table)), tmp_path / "comparison")
+    fig, ax = plt.subplots()
+    rows = pd.DataFrame({"benchmark": ["b"] * 3, "condition": ["contrastive"] * 3, "pre_layer": [2, 2, 8]})
+    plot_pre_layers(rows, ax)
+    assert sorted(int(t.get_text()) for t in ax.get_xticklabels()) == [2, 8]
+    save_figure(fig, tmp_path / "pre_layers")
+    assert len(list(tmp_path.glob("*.png"))) == 4 and len(list(tmp_path.glob("*.pdf"))) == 4

@@ -27,8 +27,7 @@ from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
 from layerprobe.runner import warm_up
 
-QUESTION = ("what is the color of the cup on the table in the middle of the picture and is there a "
-            "person on the left of it or on the right of it")
+QUESTION = "what is the color of the cup on the table in the middle of the picture"
 SUFFIX = "\nAnswer the question using a single word or phrase ."
 
 

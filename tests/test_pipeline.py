@@ -1,0 +1,54 @@
+"""The whole pipeline on the shipped organism: the default sweep (fast engine) agrees with the
+naive reference on every (sample, layer), and discovery recovers exactly the planted layers."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import layerprobe.organism as organism
+from layerprobe.data.registry import load_benchmark
+from layerprobe.discovery import discover_runs, late_start_for
+from layerprobe.profiles import load_profile
+from layerprobe.results import read_results
+from layerprobe.sweep import run_sweep
+
+
+@pytest.fixture(scope="module")
+def organism_runs(tmp_path_factory):
+    loaded = organism.load()
+    data = load_benchmark("organism")
+    base = tmp_path_factory.mktemp("organism")
+    header = {"config_hash": "organism-test", "model": loaded.describe(), "edges": "image->text"}
+    runs = {}
+    for engine in ("fast", "naive"):
+        runs[engine] = base / engine
+        run_sweep(loaded, data, runs[engine], engine=engine, batch_size=64, header=header,
+                  progress=False, timing_samples=4 if engine == "fast" else 0)
+    return loaded, runs
+
+
+def test_fast_and_naive_sweeps_agree_on_every_answer(organism_runs):
+    _, runs = organism_runs
+    fast, naive = read_results(runs["fast"]), read_results(runs["naive"])
+    assert len(fast) == len(naive) == 512 * 33
+    merged = fast.merge(naive, on=["sample_id", "condition", "layer"], suffixes=("_fast", "_naive"))
+    assert len(merged) == len(fast)
+    assert (merged["prediction_fast"] == merged["prediction_naive"]).all()
+    cols = ["condition", "layer", "n", "accuracy"]
+    pd.testing.assert_frame_equal(pd.read_csv(runs["fast"] / "summary.csv")[cols],
+                                  pd.read_csv(runs["naive"] / "summary.csv")[cols])
+
+
+def test_discovery_recovers_the_planted_layers(organism_runs, tmp_path):
+    loaded, runs = organism_runs
+    planted = organism.spec()["planted"]
+    assert planted == [2, 4, 8, 11, 12, 13, 29]  # the shipped organism: the paper's layers
+    result = discover_runs([runs["fast"]], out=tmp_path / "profile.yaml")
+    profile = load_profile(tmp_path / "profile.yaml", num_layers=loaded.num_layers)
+    late = late_start_for(loaded.num_layers, 0.25)
+    assert profile.fusion_layers == [l for l in planted if l < late]
+    assert profile.review_layer == max(planted)
+    assert profile.post_integrated_layer == max(planted) - 1
+    assert (tmp_path / "discovery.png").is_file()
+    assert result is not None

@@ -43,13 +43,14 @@ class Contrastive:
     name = "contrastive"
 
     def __init__(self, profile=None, percentile: float = 20, scale: float = DEFAULT_SCALE, heads: str = "mean",
-                 pre_layer: int | None = None, control: str | None = None, seed: int = 0, keep_maps: bool = False):
+                 pre_layer: int | None = None, control: str | None = None, seed: int = 0, keep_maps: bool = False,
+                 target: str = "hidden"):
         if profile is None:
             raise ConfigError("method contrastive needs a layer profile (profile=<preset name or YAML path>)")
-        check_options(percentile, scale, heads, control)
+        check_options(percentile, scale, heads, control, target)
         self.profile, self.keep_maps = profile, keep_maps
         self.options = dict(percentile=percentile, scale=scale, heads=heads, pre_layer=pre_layer,
-                            control=control, seed=seed)
+                            control=control, seed=seed, target=target)
 
     def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
         inputs = loaded.encode(images, texts)

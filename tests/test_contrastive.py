@@ -187,6 +187,35 @@ def test_suppression_scales_exactly_the_low_contrast_tokens_in_prefill_only(tiny
     assert all(s.shape[1] == 1 for s in seen[1:])  # decode steps: one token, untouched by us
 
 
+def _review_attention(loaded, inputs, **kw):
+    got = {}
+    attn = loaded.decoder_layers[29].self_attn
+    with torch.no_grad(), contrastive_attention(loaded, PROFILE, **kw) as ca:
+        hook = attn.register_forward_hook(lambda m, a, o: got.update(out=o[0].clone()))
+        try:
+            logits = loaded.model(**inputs).logits
+        finally:
+            hook.remove()
+    return got["out"], logits, ca
+
+
+def test_hidden_scaling_passes_the_review_norm_values_scaling_does_not(tiny_models):
+    """Pre-norm layers normalise each token before its keys and values: scaling its hidden state by
+    s > 0 leaves the review layer's attention as it was (to RMSNorm's eps); target='values' acts there."""
+    loaded = tiny_models("llava")
+    inputs = _inputs(loaded)
+    plain, plain_logits, _ = _review_attention(loaded, inputs, scale=1.0)
+    hidden, hidden_logits, _ = _review_attention(loaded, inputs, scale=0.5)
+    values, values_logits, ca = _review_attention(loaded, inputs, scale=0.5, target="values")
+    same, same_logits, _ = _review_attention(loaded, inputs, scale=1.0, target="values")
+    print(f"review attention change: hidden {(hidden - plain).abs().max():.2e}, values {(values - plain).abs().max():.2e}")
+    assert (hidden - plain).abs().max() < 1e-4
+    assert (hidden_logits - plain_logits).abs().max() > 1e-4  # the residual stream carries it on
+    assert (values - plain).abs().max() > 1e-3
+    assert torch.equal(same, plain) and torch.equal(same_logits, plain_logits)
+    assert [r["n_suppressed"] for r in ca.records] == [r["n_suppressed"] for r in _review_attention(loaded, inputs)[2].records]
+
+
 def test_random_control_and_fixed_pre_layer(tiny_models):
     loaded = tiny_models("llava")
     inputs = _inputs(loaded)
@@ -228,6 +257,7 @@ def test_profile_errors_name_the_field(tiny_models, profile, message):
     ({"percentile": 0}, "percentile=0"), ({"percentile": 100}, "percentile=100"),
     ({"scale": 1.5}, "scale=1.5"), ({"scale": -0.1}, "scale=-0.1"), ({"heads": "sum"}, "heads='sum'"),
     ({"control": "shuffle"}, "control='shuffle'"), ({"pre_layer": 28}, "pre_layer=28"),
+    ({"target": "keys"}, "target='keys'"),
 ])
 def test_option_errors_are_one_line(tiny_models, kw, message):
     loaded = tiny_models("llava")

@@ -16,6 +16,12 @@ In the prefill call only:
    have their hidden states multiplied by ``scale`` at the input of the review layer.
 Decode steps run on the cache as it is. ``scale=1.0`` leaves logits bit-identical to plain generation.
 
+Pre-norm decoders (Llama, Mistral) normalise a token's hidden state before its keys and values, so
+scaling it (``target="hidden"``, the issue's definition) leaves the review layer's own attention
+unchanged (to RMSNorm's eps) unless ``scale=0``: the change travels in the residual stream to the
+layers after it. ``target="values"`` scales the suppressed tokens' value states at the review layer
+instead (in prefill; decode steps read them from the cache), which does act at that layer.
+
 Ablations: ``pre_layer=<l>`` fixes the pre-integrated layer; ``control="random"`` suppresses as many
 uniformly random visual tokens (seeded) as the contrast rule would have.
 """
@@ -33,6 +39,7 @@ from layerprobe.interventions.dispatch import controller
 
 DEFAULT_SCALE = 0.5  # the paper gives no factor; see docs/methods.md for the sweep behind it
 CONTROLS = (None, "random")
+TARGETS = ("hidden", "values")
 
 
 def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
@@ -105,7 +112,9 @@ def random_like(mask: torch.Tensor, visual: torch.Tensor, generator: torch.Gener
     return out
 
 
-def check_options(percentile, scale, heads, control) -> None:
+def check_options(percentile, scale, heads, control, target="hidden") -> None:
+    if target not in TARGETS:
+        raise ConfigError(f"target={target!r}: choose one of {', '.join(TARGETS)}")
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile < 100:
         raise ConfigError(f"percentile={percentile!r}: must be in (0, 100)")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
@@ -120,16 +129,17 @@ class ContrastiveAttention:
     """Observer of the fusion and post-integrated layers plus the review-layer suppression."""
 
     def __init__(self, loaded, fusion, post, review, percentile, scale, heads, pre_layer, control,
-                 seed, keep_maps):
+                 seed, keep_maps, target="hidden"):
         self.loaded, self.fusion, self.post, self.review = loaded, fusion, post, review
         self.percentile, self.scale, self.heads = float(percentile), float(scale), heads
-        self.pre_layer, self.control, self.keep_maps = pre_layer, control, keep_maps
+        self.pre_layer, self.control, self.keep_maps, self.target = pre_layer, control, keep_maps, target
         self.generator = torch.Generator().manual_seed(seed)
         self.candidates = [pre_layer] if pre_layer is not None else fusion
         self._layers = {*self.candidates, post}  # asked at every attention call: built once
         self.records: list[dict] = []
         self._dists: dict[int, torch.Tensor] = {}
         self._pending: torch.Tensor | None = None  # (B, T) suppress, set at post, used at review
+        self._values: torch.Tensor | None = None  # target="values": handed from the layer to v_proj
 
     def layers(self) -> set[int]:
         return self._layers
@@ -179,31 +189,50 @@ class ContrastiveAttention:
         if hidden.shape[:2] != mask.shape:
             raise ConfigError(f"contrastive attention: review-layer input {tuple(hidden.shape[:2])} does not match "
                               f"the token layout {tuple(mask.shape)}")
-        factor = torch.where(mask, self.scale, 1.0).to(hidden.dtype)[..., None]
-        if torch.is_grad_enabled():
-            hidden = hidden * factor
-        else:
-            hidden.mul_(factor)  # in place: no second copy of the hidden states at peak memory
+        if self.target == "values":
+            self._values = mask
+            return None
+        hidden = _scale_rows(hidden, mask, self.scale)
         if in_args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
+
+    def values_hook(self, module, args, output):
+        mask, self._values = self._values, None
+        if mask is None:
+            return None
+        return _scale_rows(output, mask, self.scale)
+
+
+def _scale_rows(x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    factor = torch.where(mask, scale, 1.0).to(x.dtype)[..., None]
+    if torch.is_grad_enabled():
+        return x * factor
+    return x.mul_(factor)  # in place: no second copy at peak memory
 
 
 @contextlib.contextmanager
 def contrastive_attention(loaded, profile, percentile: float = 20, scale: float = DEFAULT_SCALE,
                           heads: str = "mean", pre_layer: int | None = None, control: str | None = None,
-                          seed: int = 0, keep_maps: bool = False):
+                          seed: int = 0, keep_maps: bool = False, target: str = "hidden"):
     """Apply contrastive attention to every prefill inside the context; see the module docstring."""
-    check_options(percentile, scale, heads, control)
+    check_options(percentile, scale, heads, control, target)
     fusion, post, review = profile_layers(profile, loaded.num_layers)
     if pre_layer is not None and (isinstance(pre_layer, bool) or not isinstance(pre_layer, int)
                                   or not 0 <= pre_layer < post):
         raise ConfigError(f"pre_layer={pre_layer!r}: must be a layer index below post_integrated_layer={post}")
     state = ContrastiveAttention(loaded, fusion, post, review, percentile, scale, heads, pre_layer,
-                                 control, seed, keep_maps)
-    handle = loaded.decoder_layers[review].register_forward_pre_hook(state.review_hook, with_kwargs=True)
+                                 control, seed, keep_maps, target)
+    layer = loaded.decoder_layers[review]
+    handles = [layer.register_forward_pre_hook(state.review_hook, with_kwargs=True)]
     try:
+        if target == "values":
+            v_proj = getattr(loaded.adapter.attention_module(layer), "v_proj", None)
+            if v_proj is None:
+                raise ConfigError(f"target='values': the review layer's attention has no v_proj ({type(layer).__name__})")
+            handles.append(v_proj.register_forward_hook(state.values_hook))
         with controller(loaded).observe(state):
             yield state
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()

@@ -74,6 +74,7 @@ def comparison_figure(comparison: pd.DataFrame, title: str | None = None):
 def flips_gallery(examples: list[dict], title: str | None = None, columns: int = 4):
     """Thumbnails of samples a method fixed or broke, with the question and both answers."""
     n = max(len(examples), 1)
+    columns = min(columns, n)
     rows = (n + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
     for ax in axes.flat:

@@ -303,7 +303,7 @@ def save(model, processor, meta: dict, out: str | Path) -> Path:
 
 
 @torch.no_grad()
-def knockout_profile(loaded, n: int = 512, split: str = "test", chunk: int = 256) -> dict:
+def knockout_profile(loaded, n: int = 512, split: str = "test", chunk: int = 256, layers=None) -> dict:
     """Accuracy of the first answer token on ``split`` at baseline and with text->image knocked
     out at each single layer (through ``layerprobe.knockout``, so the permanent planted mask is
     in force too). ``drops[l]`` = baseline - knocked-out accuracy, in points."""
@@ -327,9 +327,13 @@ def knockout_profile(loaded, n: int = 512, split: str = "test", chunk: int = 256
         return hits / len(samples)
 
     base = accuracy()
+    wanted = set(range(loaded.num_layers) if layers is None else layers)
     per_layer = []
     for layer in range(loaded.num_layers):
+        if layer not in wanted:
+            per_layer.append(None)
+            continue
         with knockout(loaded, [layer]):
             per_layer.append(accuracy())
     return {"n": len(samples), "baseline": base, "per_layer": per_layer,
-            "drops": [round(100 * (base - a), 2) for a in per_layer]}
+            "drops": [None if a is None else round(100 * (base - a), 2) for a in per_layer]}

@@ -94,13 +94,14 @@ def flips_gallery(examples: list[dict], title: str | None = None, columns: int =
 
 def _overlay(ax, image, values: np.ndarray, side: int, family: str, title: str, marks=None):
     x0, y0, w, h = grid_region(image, family)
-    ax.imshow(image)
+    ax.imshow(image, alpha=0.35)  # faint, so the map reads on colourful images too
     grid = values[: side * side].reshape(side, side)
-    ax.imshow(grid, extent=(x0, x0 + w, y0 + h, y0), cmap="jet", alpha=0.5, interpolation="nearest")
+    extent = (x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5)  # pixel edges, as imshow places the image
+    ax.imshow(grid, extent=extent, cmap="magma", alpha=0.75, interpolation="nearest")
     if marks is not None:
         rows, cols = np.nonzero(marks[: side * side].reshape(side, side))
-        ax.scatter(x0 + (cols + 0.5) * w / side, y0 + (rows + 0.5) * h / side, marker="x", s=12, c="white",
-                   linewidths=0.8, label="suppressed")
+        ax.scatter(x0 - 0.5 + (cols + 0.5) * w / side, y0 - 0.5 + (rows + 0.5) * h / side, marker="x", s=14,
+                   c="cyan", linewidths=1.0, label="suppressed")
         ax.legend(fontsize=6, loc="lower right")
     ax.set_title(title, fontsize=8)
     ax.axis("off")

@@ -64,71 +64,14 @@ def evaluate(cfg) -> None:
 
 
 def report(eval_dir: Path, run_dir: Path, loaded, data, name: str, profile, cfg) -> None:
-    """Comparison table and figures from every results table under ``eval_dir``."""
-    import matplotlib.pyplot as plt
-
-    from layerprobe.evaluation import collect, compare, flips
-    from layerprobe.interventions.attention_rows import base_grid_side
+    from layerprobe.eval_report import write_galleries, write_heatmaps, write_tables
     from layerprobe.interventions.contrastive import profile_layers
-    from layerprobe.plots.methods import attention_heatmap, comparison_figure, plot_pre_layers
-    from layerprobe.plots.save import save_figure
-    from layerprobe.results import read_results, write_atomic
 
-    table = collect(eval_dir)
-    comparison = compare(table)
-    write_atomic(eval_dir / "comparison.csv", comparison.to_csv(index=False))
-    write_atomic(eval_dir / "comparison.md", comparison.to_markdown(index=False, floatfmt=".4g") + "\n"
-                 if _has_tabulate() else comparison.to_string(index=False) + "\n")
-    write_atomic(eval_dir / "flips.csv", flips(table).to_csv(index=False))
-    save_figure(comparison_figure(comparison, title=f"{loaded.name}: methods vs vanilla"), eval_dir / "comparison")
-    _galleries(table, data, eval_dir / data.name, cfg.gallery_examples)
-    if "pre_layer" in table and table["pre_layer"].notna().any():
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        plot_pre_layers(table, ax)
-        save_figure(fig, eval_dir / "pre_layers")
+    comparison, table = write_tables(eval_dir, title=f"{loaded.name}: methods vs vanilla")
+    write_galleries(table, data, eval_dir / data.name, cfg.gallery_examples)
     if name == "contrastive" and cfg.heatmaps:
-        rows = read_results(run_dir)
-        with_maps = rows[rows["maps"].notna()] if "maps" in rows else rows.iloc[:0]
-        by_id = {str(s.sample_id): s for s in data.samples}
-        post = profile_layers(profile, loaded.num_layers)[1]
-        for _, row in with_maps.head(cfg.heatmaps).iterrows():
-            sample = by_id.get(row["sample_id"])
-            if sample is None:
-                continue
-            fig = attention_heatmap(sample.load_image(), row["maps"], base_grid_side(loaded), loaded.adapter.family,
-                                    int(row["pre_layer"]), post, data.prompt(sample))
-            save_figure(fig, run_dir / f"heatmap_{row['sample_id']}")
+        write_heatmaps(run_dir, loaded, data, profile_layers(profile, loaded.num_layers)[1], cfg.heatmaps)
     log.info("comparison:\n%s", comparison.to_string(index=False))
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _galleries(table, data, bench_dir: Path, n_examples: int) -> None:
-    from layerprobe.evaluation import BASELINE, paired
-    from layerprobe.plots.methods import flips_gallery
-    from layerprobe.plots.save import save_figure
-
-    t = table[table["benchmark"] == data.name]
-    by_id = {str(s.sample_id): s for s in data.samples}
-    for method in sorted(set(t["condition"]) - {BASELINE}):
-        pairs = paired(t, data.name, method)
-        picked = []
-        for kind, sel in (("fixed", pairs["other"] > pairs["base"]), ("broken", pairs["other"] < pairs["base"])):
-            for sid, row in pairs[sel].head(max(n_examples // 2, 1)).iterrows():
-                if sid in by_id:
-                    s = by_id[sid]
-                    picked.append({"image": s.load_image(), "question": s.question, "answers": s.answers,
-                                   "vanilla": row["base_prediction"], "method": row["prediction"],
-                                   "method_name": method, "kind": kind})
-        if picked:
-            save_figure(flips_gallery(picked, title=f"{method} vs vanilla on {data.name}: fixed and broken"),
-                        bench_dir / f"flips_{method}")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")

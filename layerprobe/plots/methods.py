@@ -88,7 +88,7 @@ def flips_gallery(examples: list[dict], title: str | None = None, columns: int =
         ax.set_title(text, fontsize=7, color=colour, loc="left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9 if title else 1))  # room for the suptitle above the captions
     return fig
 
 

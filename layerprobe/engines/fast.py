@@ -16,6 +16,7 @@ padding, the model's permanent structure and the knockout), so no layer code is 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 
 import torch
@@ -25,13 +26,16 @@ from layerprobe.interventions.dispatch import controller
 from layerprobe.layout import TokenLayout
 from layerprobe.runner import Answer, _sync, decode_new_tokens, greedy_kwargs
 
+log = logging.getLogger(__name__)
 FAST_EDGES = ("image->text", "image->last", "image->question")
 
 
-def fast_engine_reason(edges: str) -> str | None:
-    """None when the fast engine is exact for ``edges``; otherwise why it is not."""
+def fast_engine_reason(edges: str, adapter=None) -> str | None:
+    """None when the fast engine is exact for ``edges`` (and the model family); otherwise why not."""
     if edges not in FAST_EDGES:
         return f"edges={edges!r} may change positions before the first post-image text token"
+    if adapter is not None and adapter.fast_sweep_reason:
+        return f"{adapter.family}: {adapter.fast_sweep_reason}"
     return None
 
 
@@ -68,6 +72,14 @@ class FastEngine:
     @torch.no_grad()
     def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int
                   ) -> dict[tuple, list[Answer]]:
+        reason = fast_engine_reason(self.edges, loaded.adapter)
+        if reason is not None:
+            if getattr(self, "_warned", None) != reason:
+                log.warning("engine=fast falls back to naive: %s", reason)
+                self._warned = reason
+            from layerprobe.engines.naive import NaiveEngine
+
+            return NaiveEngine(self.edges).run_batch(loaded, inputs, conditions, max_new_tokens)
         ctrl = controller(loaded)
         # The edit keeps layerprobe's attention function installed (it serves the shared
         # prefix) and the layout tracked; it blocks nothing itself.
@@ -167,8 +179,9 @@ class FastEngine:
                 active = [c for c, s in zip(group, starts) if s <= j]
                 n = len(active)
                 x = torch.cat([states[c.key] for c in active], dim=0)
-                layer_pos = torch.cat([suffix_pos] * n, dim=0)
-                pe = lm.rotary_emb(x, position_ids=layer_pos)
+                # the batch axis: 0 for (B, T) positions, 1 for M-RoPE's (3, B, T)
+                layer_pos = torch.cat([suffix_pos] * n, dim=-2)
+                pe = loaded.adapter.rotary_embeddings(lm, x, layer_pos, j)
                 split = _SplitCache(n)
                 mask = self._mask(ctrl, layout, q_pos, active, j)
                 with self._shared(ctrl, cache, j, P, mask) as own_mask:
@@ -216,8 +229,8 @@ class FastEngine:
                     step_pos = (pos[..., -1:] + step).repeat(1, n, 1)
                 full_layout = full_layout.extend(1)
                 q_pos = torch.tensor([T + step - 1], device=x.device)
-                pe = lm.rotary_emb(x, position_ids=step_pos)
                 for j in range(L):
+                    pe = loaded.adapter.rotary_embeddings(lm, x, step_pos, j)
                     split = _SplitCache(n)
                     split.set_parts(j, [suffix_parts[j]] + ([gen_kv[j]] if j in gen_kv else []))
                     mask = self._mask(ctrl, full_layout, q_pos, conds, j)

@@ -205,10 +205,12 @@ class Controller:
 
     def set_sequence(self, input_ids, attention_mask, past: int = 0) -> TokenLayout:
         """Record the tokens of a forward call; ``past`` tokens are already in the cache."""
-        visual = self.adapter.visual_token_mask(self.model_ref(), input_ids)
         if past == 0 or self._layout is None:
+            visual = self.adapter.visual_token_mask(self.model_ref(), input_ids)
             self._layout = TokenLayout.from_ids(input_ids, attention_mask, visual)
         else:
+            # Decode steps feed generated text: never visual, even a generated image-marker token.
+            visual = torch.zeros_like(input_ids, dtype=torch.bool)
             old = self._layout.truncate(past)
             valid = torch.cat([old.valid, torch.ones_like(visual)], dim=1)
             if attention_mask is not None and attention_mask.shape[1] == valid.shape[1]:

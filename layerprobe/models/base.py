@@ -21,6 +21,10 @@ class ModelAdapter:
     architectures: ClassVar[tuple[str, ...]] = ()
     # Used only when the processor ships no chat template; "{prompt}" is the user text.
     default_template: ClassVar[str] = "USER: <image>\n{prompt} ASSISTANT:"
+    # Why the fast sweep engine is not exact for this family (it then falls back to naive).
+    fast_sweep_reason: ClassVar[str | None] = None
+    # Processors that want one list of images per prompt (Gemma 3, SmolVLM).
+    nested_images: ClassVar[bool] = False
 
     def language_model(self, model: nn.Module) -> nn.Module:
         inner = getattr(model, "model", model)
@@ -40,6 +44,10 @@ class ModelAdapter:
         if attn is None:
             raise ModelError(f"{type(layer).__name__}: decoder layer has no self_attn")
         return attn
+
+    def rotary_embeddings(self, lm: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer: int):
+        """The (cos, sin) that decoder layer ``layer`` is given, for callers running layers directly."""
+        return lm.rotary_emb(x, position_ids=position_ids)
 
     def text_config(self, model: nn.Module):
         return model.config.get_text_config()
@@ -66,4 +74,30 @@ class ModelAdapter:
         return self.default_template.replace("<image>", image_tokens).format(prompt=text)
 
     def processor_inputs(self, processor: Any, images: list, prompts: list[str]) -> dict:
+        if self.nested_images and images:
+            per = len(images) // len(prompts)
+            images = [images[i * per:(i + 1) * per] for i in range(len(prompts))]
         return processor(images=images, text=prompts, return_tensors="pt", padding=True)
+
+
+def marked_spans(input_ids: torch.Tensor, start_id: int, end_id: int) -> torch.Tensor:
+    """(B, T) bool: every position from a ``start_id`` token through its ``end_id`` token."""
+    start, end = input_ids == start_id, input_ids == end_id
+    depth = start.long().cumsum(-1) - end.long().cumsum(-1)
+    return (depth > 0) | end
+
+
+def around_runs(image: torch.Tensor, before: int = 0, after: int = 0, max_gap: int = 0) -> torch.Tensor:
+    """(B, T) bool: each run of ``image`` positions (runs at most ``max_gap`` tokens apart merged)
+    widened by ``before``/``after`` positions, for layouts whose image markers have no config id."""
+    out = image.clone()
+    for b in range(image.shape[0]):
+        idx = image[b].nonzero().flatten()
+        if idx.numel() == 0:
+            continue
+        breaks = (idx[1:] - idx[:-1] - 1) > max_gap
+        starts = torch.cat([idx[:1], idx[1:][breaks]]).tolist()
+        ends = torch.cat([idx[:-1][breaks], idx[-1:]]).tolist()
+        for s, e in zip(starts, ends):
+            out[b, max(0, s - before): e + after + 1] = True
+    return out

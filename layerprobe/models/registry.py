@@ -7,11 +7,20 @@ from __future__ import annotations
 
 from layerprobe.errors import ModelError
 from layerprobe.models.base import ModelAdapter
+from layerprobe.models.gemma3 import Gemma3Adapter
+from layerprobe.models.idefics3 import Idefics3Adapter, SmolVLMAdapter
+from layerprobe.models.internvl import InternVLAdapter
 from layerprobe.models.llava import LlavaAdapter
 from layerprobe.models.llava_next import LlavaNextAdapter
+from layerprobe.models.llava_onevision import LlavaOnevisionAdapter
+from layerprobe.models.qwen2_vl import Qwen25VLAdapter, Qwen2VLAdapter
 
+FAMILY_ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    LlavaAdapter, LlavaNextAdapter, LlavaOnevisionAdapter, Qwen2VLAdapter, Qwen25VLAdapter,
+    InternVLAdapter, Idefics3Adapter, SmolVLMAdapter, Gemma3Adapter,
+)
 ADAPTERS: dict[str, type[ModelAdapter]] = {
-    arch: cls for cls in (LlavaAdapter, LlavaNextAdapter) for arch in cls.architectures
+    arch: cls for cls in FAMILY_ADAPTERS for arch in cls.architectures
 }
 
 

@@ -33,11 +33,13 @@ helpful detailed polite answers humans questions describe shown kind type wearin
 """.split()
 
 
-def build_tokenizer(extra_words: list[str] | None = None):
+def build_tokenizer(extra_words: list[str] | None = None, special_tokens: dict[str, str] | None = None):
+    """``special_tokens`` maps tokenizer attributes to tokens (other families' image markers)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    special_tokens = special_tokens or {"image_token": "<image>"}
+    specials = list(dict.fromkeys(["<unk>", "<s>", "</s>", "<pad>", *special_tokens.values()]))
     words = list(dict.fromkeys(_WORDS + [str(d) for d in range(10)] + list(extra_words or [])))
     punct = list(".,?!:;'\"()[]/-_\n")
     vocab = {tok: i for i, tok in enumerate(specials + words + punct)}
@@ -49,7 +51,7 @@ def build_tokenizer(extra_words: list[str] | None = None):
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
-        extra_special_tokens={"image_token": "<image>"},
+        extra_special_tokens=special_tokens,
         padding_side="left",
     )
     from tokenizers import processors
@@ -128,7 +130,9 @@ def build_tiny(family: str = "llava", num_layers: int = 32, hidden: int = 64, he
             chat_template=LLAVA15_TEMPLATE,
         )
     else:
-        raise ValueError(f"family={family!r}: tiny models exist for 'llava' and 'llava_next'")
+        from layerprobe.models.tiny_families import build_family
+
+        return build_family(family, num_layers=num_layers, hidden=hidden, heads=heads, kv_heads=kv_heads, seed=seed)
     model.config.architectures = [type(model).__name__]
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id

@@ -1,0 +1,217 @@
+"""Tiny random models of the other families (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, InternVL,
+Idefics3, SmolVLM, Gemma 3), built from their real transformers config, model and image-processor
+classes with layerprobe's word-level tokenizer; reached through ``build_tiny(family)``.
+
+    model, processor = build_tiny("qwen2_vl", num_layers=32)
+    loaded = load_model("tiny:idefics3:4")          # the same, wrapped with its adapter
+
+Where a family's processor also wants a video processor (which needs torchvision, absent here),
+the processor is built with ``video_processor=None``: images only, which is all layerprobe uses.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from layerprobe.models.tiny import build_tokenizer
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ image }}{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_WORDS = ["user", "model", "system"]
+CHAT_TOKENS = {"im_start": "<|im_start|>", "im_end": "<|im_end|>"}
+
+
+def _template(image_markup: str) -> str:
+    return CHATML_TEMPLATE.replace("{{ image }}", image_markup)
+
+
+def _images_only(processor_cls, **kwargs):
+    """``processor_cls`` without its video processor, whose class needs torchvision."""
+
+    class ImagesOnly(processor_cls):
+        @classmethod
+        def get_attributes(cls):
+            return [a for a in super().get_attributes() if a != "video_processor"]
+
+    ImagesOnly.__name__ = processor_cls.__name__
+    processor = ImagesOnly(video_processor=None, **kwargs)
+    processor.video_processor = None
+    return processor
+
+
+def _lm_kwargs(num_layers, hidden, heads, kv_heads, tok) -> dict:
+    return dict(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=num_layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+
+
+def _qwen(version: str, num_layers, hidden, heads, kv_heads):
+    import transformers as tf
+
+    specials = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>", **CHAT_TOKENS}
+    tok = build_tokenizer(CHAT_WORDS, specials)
+    head_dim = hidden // heads
+    third = head_dim // 2 // 4
+    text = tf.Qwen2VLTextConfig(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok), rope_parameters={
+        "rope_type": "default", "rope_theta": 10000.0,
+        "mrope_section": [head_dim // 2 - 2 * third, third, third]})
+    ids = {f"{k}_id": tok.convert_tokens_to_ids(specials[k])
+           for k in ("image_token", "video_token", "vision_start_token", "vision_end_token")}
+    if version == "2":
+        vision = tf.Qwen2VLVisionConfig(depth=1, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2)
+        config, cls = tf.Qwen2VLConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), **ids), \
+            tf.Qwen2VLForConditionalGeneration
+    else:
+        vision = tf.Qwen2_5_VLVisionConfig(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                           out_hidden_size=hidden, window_size=56, fullatt_block_indexes=[1])
+        text = tf.Qwen2_5_VLTextConfig(**text.to_dict())
+        config, cls = tf.Qwen2_5_VLConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), **ids), \
+            tf.Qwen2_5_VLForConditionalGeneration
+    # 28 px per merged visual token: 56..84 px images give 4 to 9 visual tokens, varying per image
+    image_processor = tf.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=84 * 84)
+    processor = _images_only(
+        tf.Qwen2VLProcessor, image_processor=image_processor, tokenizer=tok,
+        chat_template=_template("<|vision_start|><|image_pad|><|vision_end|>"),
+    )
+    return cls(config), processor
+
+
+def _siglip(image_size: int):
+    from transformers import SiglipVisionConfig
+
+    return SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=image_size, patch_size=14)
+
+
+def _llava_onevision(num_layers, hidden, heads, kv_heads):
+    import transformers as tf
+
+    tok = build_tokenizer(CHAT_WORDS, {"image_token": "<image>", "video_token": "<video>", **CHAT_TOKENS})
+    # 28 px tiles of 2x2 patches; anyres picks up to 2x2 tiles plus the base image, per image size
+    pinpoints = [[28, 28], [28, 56], [56, 28], [56, 56]]
+    config = tf.LlavaOnevisionConfig(
+        text_config=tf.Qwen2Config(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok)).to_dict(),
+        vision_config=_siglip(28).to_dict(), image_token_index=tok.image_token_id,
+        video_token_index=tok.video_token_id, image_grid_pinpoints=pinpoints,
+    )
+    image_processor = tf.LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
+                                                         image_grid_pinpoints=pinpoints)
+    processor = _images_only(
+        tf.LlavaOnevisionProcessor, image_processor=image_processor, tokenizer=tok, num_image_tokens=4,
+        vision_feature_select_strategy="full", chat_template=_template("<image>\n"),
+    )
+    return tf.LlavaOnevisionForConditionalGeneration(config), processor
+
+
+def _internvl(num_layers, hidden, heads, kv_heads):
+    import transformers as tf
+
+    tok = build_tokenizer(CHAT_WORDS, {
+        "context_image_token": "<IMG_CONTEXT>", "start_image_token": "<img>", "end_image_token": "</img>",
+        "video_token": "<video>", **CHAT_TOKENS})
+    # 56 px tiles of 4x4 patches, pixel-shuffled by 0.5 to 4 visual tokens; up to 4 tiles + thumbnail
+    vision = tf.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, image_size=56, patch_size=14)
+    config = tf.InternVLConfig(
+        text_config=tf.Qwen2Config(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok)).to_dict(),
+        vision_config=vision.to_dict(), image_token_id=tok.context_image_token_id, image_seq_length=4,
+        tie_word_embeddings=False,  # tied random embeddings answer the same token whatever the input
+    )
+    image_processor = tf.GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True,
+                                                  min_patches=1, max_patches=4)
+    processor = _images_only(tf.InternVLProcessor, image_processor=image_processor, tokenizer=tok,
+                             image_seq_length=4, chat_template=_template("<IMG_CONTEXT>\n"))
+    return tf.InternVLForConditionalGeneration(config), processor
+
+
+IDEFICS3_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}:"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def _idefics3(smol: bool, num_layers, hidden, heads, kv_heads):
+    import transformers as tf
+
+    tok = build_tokenizer(CHAT_WORDS + ["User", "Assistant"], {"image_token": "<image>", **CHAT_TOKENS})
+    tok.add_special_tokens({"additional_special_tokens": [
+        "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
+        *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]]})
+    # 56 px sub-images of 4x4 patches, pixel-shuffled by 2 to 4 visual tokens; images up to
+    # 112 px are split into up to 2x2 sub-images plus the global image
+    prefix = "SmolVLM" if smol else "Idefics3"
+    image_processor = getattr(tf, f"{prefix}ImageProcessorPil")(
+        do_image_splitting=True, size={"longest_edge": 112}, max_image_size={"longest_edge": 56})
+    kwargs = dict(image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
+    processor = _images_only(tf.SmolVLMProcessor, **kwargs) if smol else tf.Idefics3Processor(**kwargs)
+    vision = getattr(tf, f"{prefix}VisionConfig")(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=56, patch_size=14)
+    config = getattr(tf, f"{prefix}Config")(
+        text_config=tf.LlamaConfig(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok)).to_dict(),
+        vision_config=vision.to_dict(), image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
+    )
+    return getattr(tf, f"{prefix}ForConditionalGeneration")(config), processor
+
+
+GEMMA3_TEMPLATE = (
+    "{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<start_of_image>{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _gemma3(num_layers, hidden, heads, kv_heads):
+    import transformers as tf
+
+    tok = build_tokenizer(CHAT_WORDS, {
+        "image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+        "sot": "<start_of_turn>", "eot": "<end_of_turn>"})
+    head_dim = hidden // heads
+    # 56 px images of 4x4 patches, average-pooled to 2x2 = 4 soft tokens; Gemma 3's own
+    # sliding-window / global layer pattern, with a window longer than any test prompt
+    text = tf.Gemma3TextConfig(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok), head_dim=head_dim,
+                               query_pre_attn_scalar=head_dim, sliding_window=512)
+    config = tf.Gemma3Config(
+        text_config=text.to_dict(), vision_config=_siglip(56).to_dict(), mm_tokens_per_image=4,
+        boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id,
+    )
+    image_processor = tf.Gemma3ImageProcessorPil(size={"height": 56, "width": 56})
+    processor = tf.Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                   chat_template=GEMMA3_TEMPLATE)
+    return tf.Gemma3ForConditionalGeneration(config), processor
+
+
+BUILDERS = {
+    "qwen2_vl": lambda **kw: _qwen("2", **kw),
+    "qwen2_5_vl": lambda **kw: _qwen("2.5", **kw),
+    "llava_onevision": _llava_onevision,
+    "internvl": _internvl,
+    "idefics3": lambda **kw: _idefics3(False, **kw),
+    "smolvlm": lambda **kw: _idefics3(True, **kw),
+    "gemma3": _gemma3,
+}
+
+
+def build_family(family: str, num_layers: int = 32, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
+                 seed: int = 0):
+    """(model, processor) of a tiny ``family`` model, deterministic by seed."""
+    if family not in BUILDERS:
+        raise ValueError(f"family={family!r}: tiny models exist for llava, llava_next, {', '.join(BUILDERS)}")
+    torch.manual_seed(seed)
+    model, processor = BUILDERS[family](num_layers=num_layers, hidden=hidden, heads=heads, kv_heads=kv_heads)
+    tok = processor.tokenizer
+    model.config.architectures = [type(model).__name__]
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.eval()
+    return model, processor

@@ -25,7 +25,6 @@ N_FAST = 128
 
 @pytest.fixture(scope="module")
 def loaded():
-    torch.set_num_threads(2)
     return organism.load()
 
 

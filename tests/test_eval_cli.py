@@ -140,3 +140,16 @@ def test_figures_draw_from_plain_records(tmp_path):
     assert sorted(int(t.get_text()) for t in ax.get_xticklabels()) == [2, 8]
     save_figure(fig, tmp_path / "pre_layers")
     assert len(list(tmp_path.glob("*.png"))) == 4 and len(list(tmp_path.glob("*.pdf"))) == 4
+
+
+@pytest.mark.skipif(not (ROOT / "layerprobe" / "organism" / "weights" / "config.json").is_file(),
+                    reason="the organism's weights are not shipped in this checkout")
+def test_eval_defaults_run_on_the_organism_with_its_planted_profile(tmp_path):
+    out = _eval("-m", "method=vanilla,contrastive", "data.limit=32", f"eval_dir={tmp_path}", "progress=false",
+                "heatmaps=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = pd.read_json(tmp_path / "organism" / "contrastive" / "results.jsonl", lines=True).iloc[1:]
+    assert rows["pre_layer"].isin([2, 4, 8, 11, 12, 13]).all()
+    assert (rows["n_visual"] == 16).all() and (rows["n_suppressed"] == 3).all()  # 20th percentile of 16
+    table = pd.read_csv(tmp_path / "comparison.csv").set_index(["benchmark", "method"])
+    assert table.loc[("organism", "vanilla"), "accuracy"] > 0.5  # the organism reads its images

@@ -84,13 +84,18 @@ def late_start_for(num_layers: int, late_fraction: float) -> int:
 
 def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Concatenate run directories (shards) into one table, refusing mixes that would be wrong."""
+    resolved = [Path(r).resolve() for r in run_dirs]
+    twice = next((r for r, p in zip(run_dirs, resolved) if resolved.count(p) > 1), None)
+    if twice is not None:
+        raise ConfigError(f"run: {twice} is given twice; its samples would count double")
     tables, headers = [], []
     for run_dir in map(Path, run_dirs):
         table = read_results(run_dir)
         table["_run"] = str(run_dir)
         tables.append(table)
         headers.append(read_header(run_dir / "results.jsonl" if run_dir.is_dir() else run_dir))
-    for key, what in ((("model", "config_hash"), "model config_hash"), (("edges",), "edges")):
+    for key, what in ((("model", "config_hash"), "model config_hash"), (("edges",), "edges"),
+                      (("window",), "mask.window")):
         values = {}
         for run_dir, header in zip(run_dirs, headers):
             value = header

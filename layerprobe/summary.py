@@ -16,7 +16,8 @@ SUMMARY_COLUMNS = [
 
 def bootstrap_mean_ci(values: np.ndarray, n_resamples: int = 2000, seed: int = 0, level: float = 0.95):
     """Percentile bootstrap CI of the mean (seeded, so summaries are reproducible)."""
-    values = np.asarray(values, dtype=float)
+    # Sorted: the CI must not depend on the order rows were written (shards merged, resumed runs).
+    values = np.sort(np.asarray(values, dtype=float))
     if len(values) == 0:
         return float("nan"), float("nan")
     if len(values) == 1 or np.all(values == values[0]):

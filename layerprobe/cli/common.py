@@ -9,6 +9,8 @@ import logging
 import sys
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from layerprobe.errors import LayerprobeError
 
 DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt")
@@ -17,7 +19,8 @@ DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "
 def plain(cfg) -> Any:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, (dict, list)) else cfg
+    # scalars and None (layers=null: every layer) pass through; only config nodes are converted
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
 def config_hash(parts: dict) -> str:
@@ -44,11 +47,35 @@ def load_data_from(data_cfg):
     return data
 
 
+def _error_exit(message: str) -> None:
+    logging.getLogger("layerprobe").error("%s", message)
+    print(f"layerprobe: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _make_dir_or_exit(path: str) -> None:
+    from pathlib import Path
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _error_exit(f"{path}: cannot create output directory: {err.strerror}")
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback (``hydra.callbacks``): an output directory that cannot be created ends in
+    one line and exit code 2 before Hydra itself fails on it with a traceback."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _make_dir_or_exit(str(config.hydra.run.dir))
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        _make_dir_or_exit(str(config.hydra.sweep.dir))
+
+
 def run_cli(fn, *args) -> None:
     """Bad input ends in one line on stderr and exit code 2, not a traceback."""
     try:
         fn(*args)
     except LayerprobeError as err:
-        logging.getLogger("layerprobe").error("%s", err)
-        print(f"layerprobe: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _error_exit(str(err))

@@ -3,7 +3,7 @@ benchmark; defaults to the model organism and its synthetic test set.
 
     layerprobe-sweep                                          # organism, all 32 layers
     layerprobe-sweep model=llava15_7b data=textvqa data.root=/data/textvqa layers=[0,1,2]
-    layerprobe-sweep -m data=vqav2,gqa data.num_shards=2 data.shard=0,1 hydra/launcher=joblib
+    layerprobe-sweep -m hydra/launcher=local data=vqav2,gqa 'data.root=/data/${data.name}' data.num_shards=2 data.shard=0,1
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def sweep(cfg) -> None:
     from layerprobe.sweep import run_sweep
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
+    data = load_data_from(cfg.data)   # first: a bad data.root should not wait for a 7B checkpoint to load
     loaded = load_model_from(cfg.model)
-    data = load_data_from(cfg.data)
     mask = plain(cfg.mask)
     layers = plain(cfg.layers)
     identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}

@@ -18,6 +18,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from layerprobe.errors import ConfigError
+from layerprobe.interventions.attention_rows import base_grid_side
 from layerprobe.interventions.contrastive import DEFAULT_SCALE, check_options, contrastive_attention, profile_layers
 from layerprobe.interventions.dola import candidate_layers, dola
 from layerprobe.interventions.vicrop import GENERIC_PROMPT, crops_for, relative_attention
@@ -107,6 +108,7 @@ class ViCrop:
                 for r, box in zip(_records(answers), boxes)]
 
     def check(self, loaded) -> None:
+        base_grid_side(loaded)  # refuses families without a square base grid, before any work
         layer = self.resolve_layer(loaded)
         if not 0 <= layer < loaded.num_layers:
             raise ConfigError(f"vicrop layer={layer}: out of range for a {loaded.num_layers}-layer decoder")

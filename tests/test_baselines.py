@@ -134,3 +134,11 @@ def test_method_errors_are_one_line(name, options, message):
     with pytest.raises(ConfigError, match=message) as err:
         make_method(name, profile=profile, **options)
     assert "\n" not in str(err.value)
+
+
+def test_vicrop_refuses_families_without_a_base_grid():
+    import layerprobe
+
+    loaded = layerprobe.load_model("tiny:qwen2_vl:8", device="cpu")
+    with pytest.raises(ConfigError, match="qwen2_vl.*no square base grid"):
+        make_method("vicrop", profile=PROFILE, layer=3).check(loaded)

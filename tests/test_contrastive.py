@@ -294,3 +294,19 @@ def test_on_cuda_scale_one_is_identical_and_rows_match_eager(dtype):
             ref = eager.model(**_inputs(eager), output_attentions=True).attentions
         rec = _record(loaded, inputs, {4})
         assert (last_row_probs(rec.scores[4], rec.layout.valid) - ref[4][:, :, -1].float()).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "qwen2_vl", "internvl", "idefics3", "gemma3"])
+def test_other_families_scale_one_identical_and_suppression_acts(family):
+    loaded = layerprobe.load_model(f"tiny:{family}:8", device="cpu")
+    inputs = _inputs(loaded, 2)
+    profile = {"fusion_layers": [1, 2], "review_layer": 6, "post_integrated_layer": 5}
+    with torch.no_grad():
+        plain = loaded.model(**inputs).logits
+        with contrastive_attention(loaded, profile, scale=1.0):
+            same = loaded.model(**inputs).logits
+        with contrastive_attention(loaded, profile, scale=0.0) as ca:
+            cut = loaded.model(**inputs).logits
+    assert torch.equal(plain, same)
+    assert (plain - cut).abs().max() > 0
+    assert all(0 < r["n_suppressed"] < r["n_visual"] for r in ca.records)

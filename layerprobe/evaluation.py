@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from layerprobe.errors import DataError
+from layerprobe.data.batching import chunks, load_images
 from layerprobe.metrics import score as score_answer
 from layerprobe.peak_memory import peak_memory
 from layerprobe.results import ResultsWriter, read_results
@@ -30,11 +30,6 @@ from layerprobe.stats import bootstrap_ci, sign_flip_p
 
 log = logging.getLogger(__name__)
 BASELINE = "vanilla"
-
-
-def _chunks(items, size):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def _row(bench, sample_id, method, **fields) -> dict:
@@ -56,16 +51,10 @@ def run_method(loaded, data, method, run_dir, header: dict | None = None, batch_
         todo = [s for s in data.samples if (bench, str(s.sample_id), name, None) not in done]
         bar = tqdm(total=len(todo), desc=f"{name} on {bench}", unit="sample", disable=not progress)
         first = True
-        for batch in _chunks(todo, batch_size):
-            kept, images = [], []
-            for sample in batch:
-                try:
-                    images.append(sample.load_image())
-                    kept.append(sample)
-                except DataError as err:
-                    if on_error != "skip":
-                        raise
-                    writer.append(_row(bench, sample.sample_id, name, prediction=None, score=None, skipped=str(err)))
+        for batch in chunks(todo, batch_size):
+            kept, images, failed = load_images(batch, on_error)
+            writer.append_many(_row(bench, s.sample_id, name, prediction=None, score=None, skipped=reason)
+                               for s, reason in failed)
             if kept:
                 texts = [data.prompt(s) for s in kept]
                 peak = None

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from layerprobe.engines.conditions import Condition, sweep_conditions
 from layerprobe.engines.naive import NaiveEngine
-from layerprobe.errors import ConfigError, DataError
+from layerprobe.data.batching import chunks, load_images
+from layerprobe.errors import ConfigError
 from layerprobe.metrics import score as score_answer
 from layerprobe.plots.masking import plot_masking_curves
 from layerprobe.plots.save import save_figure
@@ -40,11 +41,6 @@ def make_engine(name: str, edges: str, **opts):
         log.warning("engine=fast falls back to naive: %s", reason)
         return NaiveEngine(edges)
     raise ConfigError(f"engine={name!r}: choose 'fast' or 'naive'")
-
-
-def _chunks(items, size):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def _row(bench, sample, cond: Condition, edges, **fields):
@@ -72,13 +68,15 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", wi
         total = len(data.samples) * len(conditions)
         bar = tqdm(total=total, desc=f"sweep {bench}", unit="gen", disable=not progress)
         warmed = False
-        for batch in _chunks(data.samples, batch_size):
+        for batch in chunks(data.samples, batch_size):
             todo = [c for c in conditions if any((bench, str(s.sample_id), *c.key) not in done for s in batch)]
             if not todo:
                 bar.update(len(batch) * len(conditions))
                 continue
             n_batch = len(batch)
-            batch, images = _load_images(batch, bench, todo, edges, writer, on_error)
+            batch, images, failed = load_images(batch, on_error)
+            writer.append_many(_row(bench, s, c, edges, prediction=None, score=None, skipped=reason)
+                               for s, reason in failed for c in todo)
             if batch:
                 inputs = loaded.encode(images, [data.prompt(s) for s in batch])
                 if not warmed:
@@ -108,20 +106,6 @@ class _Missing:
         self.sample_id = sample_id
 
 
-def _load_images(batch, bench, conditions, edges, writer, on_error):
-    kept, images = [], []
-    for sample in batch:
-        try:
-            images.append(sample.load_image())
-            kept.append(sample)
-        except DataError as err:
-            if on_error != "skip":
-                raise
-            log.warning("skipping %s", err)
-            writer.append_many(
-                _row(bench, sample, c, edges, prediction=None, score=None, skipped=str(err)) for c in conditions
-            )
-    return kept, images
 
 
 def write_summary(run_dir, title: str | None = None) -> pd.DataFrame:

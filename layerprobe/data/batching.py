@@ -1,0 +1,34 @@
+"""Batches of samples with their images decoded, bad images separated out.
+
+    for batch in chunks(data.samples, 16):
+        kept, images, failed = load_images(batch, on_error="skip")   # failed: [(sample, reason)]
+"""
+
+from __future__ import annotations
+
+import logging
+
+from layerprobe.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def chunks(items, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def load_images(batch, on_error: str = "raise"):
+    """Decode each sample's image; with ``on_error="skip"`` a bad one is returned in ``failed``
+    with its one-line reason instead of stopping the run."""
+    kept, images, failed = [], [], []
+    for sample in batch:
+        try:
+            images.append(sample.load_image())
+            kept.append(sample)
+        except DataError as err:
+            if on_error != "skip":
+                raise
+            log.warning("skipping %s", err)
+            failed.append((sample, str(err)))
+    return kept, images, failed

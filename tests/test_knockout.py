@@ -18,10 +18,11 @@ def _forward(loaded, inputs, **kw):
         return loaded.model(**inputs, **kw)
 
 
-def _reference_blocked(loaded, inputs, edges):
-    """(B, T, T) pairs to block, from the input ids alone (independent of TokenLayout)."""
+def _reference_blocked(loaded, inputs, edges, visual=None):
+    """(B, T, T) pairs to block, from the input ids alone (independent of TokenLayout); other
+    families pass their image-document positions as ``visual``."""
     ids, valid = inputs["input_ids"], inputs["attention_mask"].bool()
-    visual = ids == loaded.model.config.image_token_id
+    visual = ids == loaded.model.config.image_token_id if visual is None else visual
     b, t = ids.shape
     pos = torch.arange(t)
     last_visual = torch.stack([pos[v].max() for v in visual])
@@ -64,14 +65,17 @@ def test_registered_backend_without_knockout_is_bit_identical(tiny_models, image
 def test_knockout_is_local_to_its_layer(tiny_models, images, family):
     loaded = tiny_models(family)
     inputs = loaded.encode(images, QUESTIONS)
-    layer = 11
+    check_knockout_is_local(loaded, inputs, inputs["input_ids"] == loaded.model.config.image_token_id)
+
+
+def check_knockout_is_local(loaded, inputs, visual, layer=11):
+    """Knockout at ``layer`` changes nothing below it nor before the first text token after ``visual``."""
     ref = _forward(loaded, inputs, output_hidden_states=True).hidden_states
     with layerprobe.knockout(loaded, layers=[layer]):
         ko = _forward(loaded, inputs, output_hidden_states=True).hidden_states
     # hidden_states[i] is the input of layer i: the outputs of layers < l are untouched
     for i in range(layer + 1):
         assert torch.equal(ref[i], ko[i]), f"layer {i - 1} output changed"
-    visual = inputs["input_ids"] == loaded.model.config.image_token_id
     pos = torch.arange(visual.shape[1])
     first_text = torch.stack([pos[v].max() + 1 for v in visual])
     before_text = pos[None] < first_text[:, None]
@@ -86,10 +90,14 @@ def test_knockout_matches_hand_edited_eager_mask(tiny_models, images, family, ed
     loaded = tiny_models(family, "eager")
     inputs = loaded.encode(images, QUESTIONS)  # left-padded: the prompts differ in length
     assert (inputs["attention_mask"] == 0).any()
-    layers = [3, 17]
+    check_against_hand_mask(loaded, inputs, edges, label=family)
+
+
+def check_against_hand_mask(loaded, inputs, edges, layers=(3, 17), visual=None, label=""):
+    """Knockout at ``layers`` equals the hand-edited eager mask, and changes the logits."""
     with layerprobe.knockout(loaded, layers=layers, edges=edges):
         ours = _forward(loaded, inputs).logits
-    blocked = _reference_blocked(loaded, inputs, edges)
+    blocked = _reference_blocked(loaded, inputs, edges, visual)
     hooks = [_HandMask(loaded, layer, blocked) for layer in layers]
     try:
         reference = _forward(loaded, inputs).logits
@@ -98,7 +106,7 @@ def test_knockout_matches_hand_edited_eager_mask(tiny_models, images, family, ed
             h.handle.remove()
     plain = _forward(loaded, inputs).logits
     diff = (ours - reference).abs().max().item()
-    print(f"{family} {edges}: max |knockout - reference| = {diff:.2e}")
+    print(f"{label} {edges}: max |knockout - reference| = {diff:.2e}")
     assert diff < 1e-5
     assert (ours - plain).abs().max().item() > 1e-3  # the knockout did something
 

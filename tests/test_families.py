@@ -1,0 +1,215 @@
+"""Every model family beyond LLaVA, on tiny random models built from its real transformers config
+classes: the image document is where the processor put it, and the foundation's knockout
+guarantees hold (no-op bit-identical, local to its layer, equal to a hand-edited eager mask, in
+decode steps, batch-invariant); the fast sweep equals naive (with M-RoPE and Gemma 3's
+per-layer-type rotary embeddings) or falls back with the adapter's reason;
+contrastive attention reads exact rows; ``layerprobe-sweep`` runs end to end."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+import torch
+
+import layerprobe
+from layerprobe.engines.conditions import sweep_conditions
+from layerprobe.engines.fast import FastEngine, fast_engine_reason
+from layerprobe.engines.naive import NaiveEngine
+from layerprobe.interventions.attention_rows import LastRowRecorder, last_row_probs
+from layerprobe.interventions.contrastive import contrastive_attention
+from layerprobe.interventions.dispatch import controller
+from layerprobe.models.registry import adapter_for
+from layerprobe.results import read_results
+from layerprobe.runner import generate_answers
+from tests.conftest import QUESTIONS, make_images
+from tests import test_knockout as foundation
+from tests.test_knockout import _forward, check_against_hand_mask
+from tests.test_sweep_cli import FIXTURES, run_sweep_cli
+
+# First and last token of one image's document, as each family's processor writes it.
+DOCUMENT = {
+    "qwen2_vl": ("<|vision_start|>", "<|vision_end|>"),
+    "qwen2_5_vl": ("<|vision_start|>", "<|vision_end|>"),
+    "llava_onevision": ("<image>", "<image>"),
+    "internvl": ("<img>", "</img>"),
+    "idefics3": ("<fake_token_around_image>", "<fake_token_around_image>"),
+    "smolvlm": ("<fake_token_around_image>", "<fake_token_around_image>"),
+    "gemma3": ("<start_of_image>", "<end_of_image>"),
+}
+FAMILIES = list(DOCUMENT)
+FIXED_COUNT = {"gemma3"}  # 256 soft tokens per image whatever its size (no pan-and-scan)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _smolvlm_needs_num2words():
+    pytest.importorskip("num2words", reason="SmolVLM's processor imports num2words")
+
+
+def reference_visual(loaded, family, ids):
+    """(B, T) bool: from the first document token through the last, found by token string."""
+    start, end = (loaded.tokenizer.convert_tokens_to_ids(t) for t in DOCUMENT[family])
+    pos = torch.arange(ids.shape[1])
+    first = torch.where(ids == start, pos, ids.shape[1]).min(dim=1).values
+    last = torch.where(ids == end, pos, -1).max(dim=1).values
+    return (pos[None] >= first[:, None]) & (pos[None] <= last[:, None])
+
+
+def _encode(loaded, n=4, seed=0):
+    return loaded.encode(make_images(n, seed=seed), QUESTIONS[:n])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_image_document_and_first_text_token(tiny_models, family):
+    loaded = tiny_models(family)
+    assert loaded.adapter.family == family and loaded.num_layers == 32
+    assert type(adapter_for(loaded.model.config)) is type(loaded.adapter)
+    inputs = _encode(loaded)
+    ids = inputs["input_ids"]
+    layout = controller(loaded).set_sequence(ids, inputs["attention_mask"])
+    expected = reference_visual(loaded, family, ids)
+    assert torch.equal(layout.visual, expected)
+    image_id = loaded.adapter.image_token_id(loaded.model)
+    assert layout.visual[ids == image_id].all()
+    end = loaded.tokenizer.convert_tokens_to_ids(DOCUMENT[family][1])
+    for b in range(ids.shape[0]):
+        assert ids[b, layout.first_text[b] - 1] == end  # the first text token follows the document
+        assert ids[b, layout.first_text[b]] != image_id
+    counts = (ids == image_id).sum(1)
+    print(f"{family}: visual tokens per sample {counts.tolist()}, document {layout.visual.sum(1).tolist()}")
+    assert (len(set(counts.tolist())) > 1) == (family not in FIXED_COUNT)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_registered_backend_without_knockout_is_bit_identical(tiny_models, family, attn):
+    foundation.test_registered_backend_without_knockout_is_bit_identical(tiny_models, make_images(4), family, attn)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_knockout_is_local_to_its_layer(tiny_models, family):
+    loaded = tiny_models(family)
+    inputs = _encode(loaded)
+    foundation.check_knockout_is_local(loaded, inputs, reference_visual(loaded, family, inputs["input_ids"]))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question"])
+def test_knockout_matches_hand_edited_eager_mask(tiny_models, family, edges):
+    loaded = tiny_models(family, "eager")
+    inputs = _encode(loaded)
+    assert (inputs["attention_mask"] == 0).any()  # left-padded: the questions differ in length
+    visual = reference_visual(loaded, family, inputs["input_ids"])
+    check_against_hand_mask(loaded, inputs, edges, visual=visual, label=family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_knockout_blocks_generated_tokens_queries(tiny_models, family):
+    loaded = tiny_models(family, "eager")
+    inputs = _encode(loaded, 2)
+    visual = reference_visual(loaded, family, inputs["input_ids"])
+    layer = 5
+    with layerprobe.knockout(loaded, layers=[layer]), torch.no_grad():
+        out = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False, output_attentions=True,
+                                    return_dict_in_generate=True, min_new_tokens=4)
+    T = visual.shape[1]
+    steps = out.attentions[1:]
+    assert len(steps) == 3
+    for step in steps:
+        assert step[layer].shape[2] == 1
+        on_image = step[layer][..., :T].permute(0, 3, 1, 2)[visual]
+        assert torch.count_nonzero(on_image) == 0
+        assert step[layer + 1][..., :T].permute(0, 3, 1, 2)[visual].abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_batch_answers_equal_single_answers(tiny_models, family):
+    foundation.test_left_padded_batch_answers_equal_single_answers(tiny_models, family)
+
+
+def _texts(result):
+    return {key: [a.text for a in answers] for key, answers in result.items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_sweep_equals_naive(family):
+    loaded = layerprobe.load_model(f"tiny:{family}:6")
+    inputs = _encode(loaded, 4, seed=1)
+    conds = sweep_conditions(loaded.num_layers)
+    assert fast_engine_reason("image->text", loaded.adapter) is None
+    naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 4))
+    assert _texts(FastEngine(variants_per_batch=4).run_batch(loaded, inputs, conds, 4)) == naive
+    assert any(naive[c.key] != naive[conds[0].key] for c in conds[1:])
+
+
+def test_fast_sweep_falls_back_to_naive_with_the_adapters_reason(caplog, monkeypatch):
+    loaded = layerprobe.load_model("tiny:gemma3:3")
+    monkeypatch.setattr(loaded.adapter, "fast_sweep_reason", "no direct layer calls", raising=False)
+    inputs = _encode(loaded, 2)
+    conds = sweep_conditions(loaded.num_layers)
+    naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 2))
+    with caplog.at_level(logging.WARNING, logger="layerprobe.engines.fast"):
+        fast = _texts(FastEngine().run_batch(loaded, inputs, conds, 2))
+    assert fast == naive
+    assert "engine=fast falls back to naive: gemma3: no direct layer calls" in caplog.text
+
+
+def test_generated_marker_tokens_are_text(tiny_models):
+    """A decode step that generates an image token or marker adds a text position, not a visual one."""
+    loaded = tiny_models("qwen2_vl")
+    inputs = _encode(loaded, 2)
+    ctrl = controller(loaded)
+    prompt = ctrl.set_sequence(inputs["input_ids"], inputs["attention_mask"])
+    cfg = loaded.model.config
+    for i, token in enumerate((cfg.vision_start_token_id, cfg.image_token_id, cfg.vision_end_token_id)):
+        step = ctrl.set_sequence(torch.full((2, 1), token), None, past=prompt.length + i)
+        assert not step.visual[:, -1].any()
+    assert torch.equal(step.visual[:, :prompt.length], prompt.visual)
+    assert torch.equal(step.text_after[:, prompt.length:], torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_fast_sweep_with_mrope_for_every_edge_set():
+    loaded = layerprobe.load_model("tiny:qwen2_vl:5")
+    inputs = _encode(loaded, 3, seed=2)
+    conds = sweep_conditions(loaded.num_layers, window=3)
+    for edges in ("image->last", "image->question"):
+        naive = _texts(NaiveEngine(edges).run_batch(loaded, inputs, conds, 3))
+        assert _texts(FastEngine(edges, variants_per_batch=2).run_batch(loaded, inputs, conds, 3)) == naive
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3", "gemma3"])
+def test_contrastive_attention_through_the_adapter(tiny_models, family):
+    sdpa, eager = tiny_models(family, "sdpa"), tiny_models(family, "eager")
+    inputs = _encode(sdpa)
+    with torch.no_grad():
+        ref = eager.model(**inputs, output_attentions=True).attentions
+    with torch.no_grad(), controller(sdpa).observe(LastRowRecorder({2, 28})) as rec:
+        sdpa.model(**inputs)
+    assert torch.equal(rec.layout.visual, reference_visual(sdpa, family, inputs["input_ids"]))
+    for layer in (2, 28):
+        err = (last_row_probs(rec.scores[layer], rec.layout.valid) - ref[layer][:, :, -1]).abs().max().item()
+        print(f"{family} layer {layer}: max |recomputed - eager| = {err:.2e}")
+        assert err < 1e-5
+    profile = {"fusion_layers": [2, 4, 8], "review_layer": 29, "post_integrated_layer": 28}
+    plain = [a.text for a in generate_answers(sdpa, inputs, 4)]
+    with contrastive_attention(sdpa, profile, scale=1.0):
+        assert [a.text for a in generate_answers(sdpa, inputs, 4)] == plain
+    with contrastive_attention(sdpa, profile, percentile=50, scale=0.0, target="values") as ca:
+        with torch.no_grad():
+            changed = sdpa.model(**inputs).logits
+    assert all(r["n_suppressed"] > 0 for r in ca.records)
+    assert (changed - _forward(sdpa, inputs).logits).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sweep_cli_runs_each_family(tmp_path, family):
+    run_sweep_cli(tmp_path, f"model=tiny_{family}", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
+                  "data.limit=2", "layers=[0,1]", "batch_size=2", "engine=naive")
+    table = read_results(tmp_path)
+    assert len(table) == 2 * 3
+    assert set(table["condition"]) == {"baseline", "knockout"}
+    assert sorted(table["layer"].dropna().unique().tolist()) == [0, 1]
+    assert table["score"].between(0, 1).all()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["condition"]) == ["baseline", "knockout", "knockout"]

@@ -118,8 +118,9 @@ def write_summary(run_dir, title: str | None = None) -> pd.DataFrame:
     if timing is not None and len(timing):
         summary = apply_timing(summary, timing)
         t = timing.iloc[0]
+        repeats = int(t["repeats"]) if "repeats" in timing else 1
         latency_note = (f"latency: standalone masked generation, {int(t['n_samples'])} samples in batches of "
-                        f"{int(t['batch_size'])}, warm-up excluded")
+                        f"{int(t['batch_size'])}, mean of {repeats} interleaved repeats, warm-up excluded")
     else:
         latency_note = "latency: per sweep batch, warm-up excluded"
     write_atomic(run_dir / "summary.csv", summary.to_csv(index=False))

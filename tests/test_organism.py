@@ -171,18 +171,6 @@ def test_non_planted_knockout_changes_no_answer(loaded, test_samples):
             assert _answers(loaded, test_samples) == base, layer
 
 
-def test_planted_knockout_drops_accuracy(loaded):
-    """Each planted layer's knockout costs about its region's share (2 or 3 of 16 cells) of the
-    accuracy, on the full 512-sample test set, with generated answers."""
-    samples = synthetic.load(None, "test")[0]
-    base = _accuracy(_answers(loaded, samples, batch=128), samples)
-    assert base >= 0.9
-    for layer in organism.spec()["planted"]:
-        with layerprobe.knockout(loaded, [layer]):
-            acc = _accuracy(_answers(loaded, samples, batch=128), samples)
-        assert base - acc >= 0.06, (layer, base, acc)
-
-
 def test_recorded_numbers_are_reproducible(loaded):
     """The held-out numbers in layerprobe_organism.json (first-token accuracy, 512 test samples)
     come back exactly at baseline and at every planted layer; the record has a drop of exactly 0
@@ -195,23 +183,6 @@ def test_recorded_numbers_are_reproducible(loaded):
         assert prof["drops"][layer] == pytest.approx(rec["knockout_drop_points"][layer], abs=0.01)
         assert rec["knockout_drop_points"][layer] >= 8
     assert all(d == 0 for l, d in enumerate(rec["knockout_drop_points"]) if l not in spec["planted"])
-
-
-def test_default_sweep_and_discovery_find_the_planted_layers(loaded, tmp_path):
-    """The acceptance check: the default sweep (every layer, image->text, 512 test samples) and
-    discovery with default settings name exactly the planted fusion layers and review layer."""
-    from layerprobe.data.registry import load_benchmark
-    from layerprobe.discovery import discover
-    from layerprobe.sweep import run_sweep
-
-    data = load_benchmark("organism")
-    header = {"model": loaded.describe(), "data": {"name": "organism"}, "edges": "image->text",
-              "window": 1, "metric": data.metric}
-    run_sweep(loaded, data, tmp_path, batch_size=64, engine="fast", header=header, progress=False)
-    found = discover(tmp_path)
-    spec = organism.spec()
-    assert found.fusion_layers == spec["fusion_layers"] == [2, 4, 8, 11, 12, 13]
-    assert found.review_layer == spec["review_layer"] == 29
 
 
 # ---- retraining with another planted set ------------------------------------------------------

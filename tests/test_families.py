@@ -42,11 +42,6 @@ FAMILIES = list(DOCUMENT)
 FIXED_COUNT = {"gemma3"}  # 256 soft tokens per image whatever its size (no pan-and-scan)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _smolvlm_needs_num2words():
-    pytest.importorskip("num2words", reason="SmolVLM's processor imports num2words")
-
-
 def reference_visual(loaded, family, ids):
     """(B, T) bool: from the first document token through the last, found by token string."""
     start, end = (loaded.tokenizer.convert_tokens_to_ids(t) for t in DOCUMENT[family])

@@ -43,19 +43,16 @@ class _SplitCache:
     """What a decoder layer's attention sees as its cache: each variant's own suffix and generated
     keys/values (the shared prefix reaches the attention function through the controller)."""
 
-    def __init__(self, n_variants: int):
-        self.n = n_variants
-        self.parts: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self.new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def set_parts(self, layer: int, parts):
-        self.parts[layer] = parts
+    def __init__(self, parts=()):
+        self.parts = list(parts)
+        self.new = None
 
     def update(self, key, value, layer_idx, *args, **kwargs):
-        self.new[layer_idx] = (key, value)
-        keys = [p[0] for p in self.parts.get(layer_idx, [])] + [key]
-        values = [p[1] for p in self.parts.get(layer_idx, [])] + [value]
-        return torch.cat(keys, dim=2), torch.cat(values, dim=2)
+        self.new = (key, value)
+        if not self.parts:
+            return key, value
+        return (torch.cat([p[0] for p in self.parts] + [key], dim=2),
+                torch.cat([p[1] for p in self.parts] + [value], dim=2))
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
@@ -162,6 +159,16 @@ class FastEngine:
         finally:
             ctrl.shared_prefix = None
 
+    def _layer(self, loaded, lm, ctrl, cache, j, P, x, positions, mask, own_parts):
+        """Decoder layer ``j`` on variant-major rows ``x``, attending over the shared prefix plus
+        each row's ``own_parts``; returns its output and the rows' new keys/values."""
+        split = _SplitCache(own_parts)
+        pe = loaded.adapter.rotary_embeddings(lm, x, positions, j)
+        with self._shared(ctrl, cache, j, P, mask) as own_mask:
+            y = loaded.decoder_layers[j](x, attention_mask=own_mask, position_embeddings=pe,
+                                         position_ids=positions, past_key_values=split, use_cache=True)
+        return (y[0] if isinstance(y, tuple) else y), split.new
+
     def _suffix_pass(self, loaded, lm, ctrl, group, hidden, cache, layout, pos, P):
         """Run each variant's suffix from its first knocked-out layer to the top, batched."""
         B, T = layout.valid.shape
@@ -181,14 +188,8 @@ class FastEngine:
                 x = torch.cat([states[c.key] for c in active], dim=0)
                 # the batch axis: 0 for (B, T) positions, 1 for M-RoPE's (3, B, T)
                 layer_pos = torch.cat([suffix_pos] * n, dim=-2)
-                pe = loaded.adapter.rotary_embeddings(lm, x, layer_pos, j)
-                split = _SplitCache(n)
                 mask = self._mask(ctrl, layout, q_pos, active, j)
-                with self._shared(ctrl, cache, j, P, mask) as own_mask:
-                    y = loaded.decoder_layers[j](x, attention_mask=own_mask, position_embeddings=pe,
-                                                 position_ids=layer_pos, past_key_values=split, use_cache=True)
-                y = y[0] if isinstance(y, tuple) else y
-                k_new, v_new = split.new[j]
+                y, (k_new, v_new) = self._layer(loaded, lm, ctrl, cache, j, P, x, layer_pos, mask, ())
                 for i, c in enumerate(active):
                     states[c.key] = y[i * B:(i + 1) * B]
                     kv_out[c.key][j] = (k_new[i * B:(i + 1) * B], v_new[i * B:(i + 1) * B])
@@ -230,15 +231,9 @@ class FastEngine:
                 full_layout = full_layout.extend(1)
                 q_pos = torch.tensor([T + step - 1], device=x.device)
                 for j in range(L):
-                    pe = loaded.adapter.rotary_embeddings(lm, x, step_pos, j)
-                    split = _SplitCache(n)
-                    split.set_parts(j, [suffix_parts[j]] + ([gen_kv[j]] if j in gen_kv else []))
                     mask = self._mask(ctrl, full_layout, q_pos, conds, j)
-                    with self._shared(ctrl, cache, j, P, mask) as own_mask:
-                        y = loaded.decoder_layers[j](x, attention_mask=own_mask, position_embeddings=pe,
-                                                     position_ids=step_pos, past_key_values=split, use_cache=True)
-                    x = y[0] if isinstance(y, tuple) else y
-                    k_new, v_new = split.new[j]
+                    own = [suffix_parts[j]] + ([gen_kv[j]] if j in gen_kv else [])
+                    x, (k_new, v_new) = self._layer(loaded, lm, ctrl, cache, j, P, x, step_pos, mask, own)
                     gen_kv[j] = (k_new, v_new) if j not in gen_kv else (
                         torch.cat([gen_kv[j][0], k_new], 2), torch.cat([gen_kv[j][1], v_new], 2))
                 logits = loaded.model.get_output_embeddings()(lm.norm(x[:, -1]))

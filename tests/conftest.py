@@ -3,6 +3,15 @@ config classes, and small batches of images of different sizes (so LLaVA-1.6 lay
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Tiny models: synchronising two threads costs more than it saves (one CLI sweep on 2 cores: 16.0 s
+# with one thread, 19.9 s with two), and the CLI tests' subprocesses inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +19,7 @@ from PIL import Image
 
 import layerprobe
 
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 FAMILIES = ["llava", "llava_next"]
 
 
@@ -19,6 +29,46 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+_PACKAGE = str(Path(layerprobe.__file__).parent)
+
+
+def _called_from_layerprobe() -> bool:
+    frame = sys._getframe()
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_PACKAGE):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _DeprecationLog(logging.Handler):
+    """transformers announces most deprecations through its logger, not ``warnings``."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "deprecat" in message.lower() and _called_from_layerprobe():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def no_transformers_deprecations():
+    """A call layerprobe makes must not use anything transformers has deprecated (pyproject's
+    filterwarnings does the same for ``warnings`` raised from layerprobe's own frames)."""
+    handler = _DeprecationLog()
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        pytest.fail(f"layerprobe called deprecated transformers API: {handler.messages[0]}")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from layerprobe.compat import cache_layer, call_decoder_layer, captured_kwargs, output_cache
 from layerprobe.engines.conditions import Condition
 from layerprobe.interventions.dispatch import controller
 from layerprobe.layout import TokenLayout
@@ -89,18 +90,10 @@ class FastEngine:
         device = loaded.device
         _sync(device)
         start = time.perf_counter()
-        captured = {}
-
-        def grab(module, args, kwargs):
-            captured.update(position_ids=kwargs.get("position_ids"))
-
-        handle = lm.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
+        with captured_kwargs(lm, "position_ids") as captured:
             out = model(**inputs, use_cache=True, output_hidden_states=True, return_dict=True, logits_to_keep=1)
-        finally:
-            handle.remove()
         layout = ctrl.layout_for(inputs["input_ids"].shape[1])
-        hidden, cache = out.hidden_states, out.past_key_values
+        hidden, cache = out.hidden_states, output_cache(out)
         T = inputs["input_ids"].shape[1]
         pos = captured["position_ids"]
         if pos is None:
@@ -116,8 +109,6 @@ class FastEngine:
             toks, kv = self._suffix_pass(loaded, lm, ctrl, group, hidden, cache, layout, pos, P)
             first_tokens.update({c.key: t for c, t in zip(group, toks)})
             suffix_kv.update(kv)
-        _sync(device)
-        suffix_s = time.perf_counter() - start
 
         firsts = [base_first if c.name == "baseline" else first_tokens[c.key] for c in conditions]
         tokens = self._decode(loaded, lm, ctrl, conditions, firsts, cache, suffix_kv, layout, pos, P, max_new_tokens)
@@ -128,7 +119,6 @@ class FastEngine:
             texts, counts = decode_new_tokens(loaded, toks)
             # Shared work has no per-variant time: honest per-layer latency is measured apart.
             answers[c.key] = [Answer(t, prefill_s, total, n) for t, n in zip(texts, counts)]
-        self.last_timing = {"prefill_s": prefill_s, "suffix_s": suffix_s - prefill_s, "total_s": total}
         return answers
 
     def _groups(self, variants):
@@ -152,7 +142,7 @@ class FastEngine:
     @contextlib.contextmanager
     def _shared(self, ctrl, cache, layer, P, mask):
         """Layer ``layer`` attends over the baseline's prefix (shared) plus what it is given."""
-        keys, values = cache.layers[layer].keys, cache.layers[layer].values
+        keys, values = cache_layer(cache, layer)
         ctrl.shared_prefix = (keys[:, :, :P], values[:, :, :P], mask[..., :P])
         try:
             yield mask[..., P:]
@@ -165,9 +155,9 @@ class FastEngine:
         split = _SplitCache(own_parts)
         pe = loaded.adapter.rotary_embeddings(lm, x, positions, j)
         with self._shared(ctrl, cache, j, P, mask) as own_mask:
-            y = loaded.decoder_layers[j](x, attention_mask=own_mask, position_embeddings=pe,
-                                         position_ids=positions, past_key_values=split, use_cache=True)
-        return (y[0] if isinstance(y, tuple) else y), split.new
+            y = call_decoder_layer(loaded.decoder_layers[j], x, attention_mask=own_mask, position_embeddings=pe,
+                                   position_ids=positions, cache=split)
+        return y, split.new
 
     def _suffix_pass(self, loaded, lm, ctrl, group, hidden, cache, layout, pos, P):
         """Run each variant's suffix from its first knocked-out layer to the top, batched."""
@@ -215,7 +205,8 @@ class FastEngine:
             for c in conds:
                 own = suffix_kv.get(c.key, {}).get(j)
                 if own is None:
-                    own = (cache.layers[j].keys[:, :, P:], cache.layers[j].values[:, :, P:])
+                    keys, values = cache_layer(cache, j)
+                    own = (keys[:, :, P:], values[:, :, P:])
                 ks.append(own[0])
                 vs.append(own[1])
             suffix_parts[j] = (torch.cat(ks, 0), torch.cat(vs, 0))

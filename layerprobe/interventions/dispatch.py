@@ -7,7 +7,9 @@ decoder layer and otherwise calls the stock SDPA / eager / flash function unchan
 
 Everything an intervention needs per call arrives here: the layer (from the attention module),
 the query/key states after RoPE and cache update, the mask, and the token layout of the
-sequence (tracked by a pre-hook on the model's forward from its ``input_ids``). Mask edits
+sequence. A pre-hook on the model's forward records its ``input_ids``; the first attention call
+of that forward then tells how many positions were already cached (key length minus query
+length), whatever the cache keyword is called in the installed transformers. Mask edits
 return the (query, key) pairs to block; observers read the last query row (contrastive
 attention). Untouched layers get exactly the stock call, so no-op runs are bit-identical.
 """
@@ -15,14 +17,15 @@ attention). Untouched layers get exactly the stock call, so no-op runs are bit-i
 from __future__ import annotations
 
 import contextlib
-import sys
 import weakref
 from typing import Callable, Protocol
 
 import torch
-from transformers import AttentionInterface, AttentionMaskInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from layerprobe.compat import (
+    eager_attention_for, register_attention, sdpa_attention_forward, set_text_attention, stock_attention,
+    text_attention,
+)
 from layerprobe.errors import ConfigError
 from layerprobe.layout import TokenLayout
 
@@ -44,20 +47,12 @@ class AttentionObserver(Protocol):
     def observe(self, layer: int, module, query, key, layout: TokenLayout, q_pos: torch.Tensor) -> None: ...
 
 
-def _eager_for(module) -> Callable:
-    # Each family's modeling file defines its own eager function; it is what "eager" means there.
-    fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
-    if fn is None:
-        from transformers.models.llama.modeling_llama import eager_attention_forward as fn
-    return fn
-
-
 def _base_function(name: str, module) -> Callable:
     if name == "eager":
-        return _eager_for(module)
+        return eager_attention_for(module)
     if name == "sdpa":
         return sdpa_attention_forward
-    return AttentionInterface._global_mapping[name]
+    return stock_attention(name)
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
@@ -73,7 +68,7 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     if ctrl is None or not ctrl.busy or ctrl.passing_through:
         return base(module, query, key, value, attention_mask, **kwargs)
     layer = ctrl.layer_of[module]
-    layout = ctrl.layout_for(key.shape[2])
+    layout = ctrl.layout_for(key.shape[2], query.shape[2])
     q_pos = torch.arange(key.shape[2] - query.shape[2], key.shape[2], device=query.device)
     for obs in ctrl.observers:
         if layer in obs.layers():
@@ -106,9 +101,7 @@ def _materialise(mask, layout: TokenLayout, q_pos, dtype, base_name) -> torch.Te
 
 
 for _name in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
-    AttentionInterface.register(PREFIX + _name, _attention)
-    # Without a mask function under the same name, transformers silently passes no mask at all.
-    AttentionMaskInterface.register(PREFIX + _name, AttentionMaskInterface._global_mapping[_name])
+    register_attention(PREFIX + _name, _attention, like=_name)
 del _name
 
 
@@ -129,6 +122,7 @@ class Controller:
         self.base: str | None = None
         self._hook = None
         self._layout: TokenLayout | None = None
+        self._pending: tuple | None = None  # (input_ids, attention_mask) of a forward not yet placed
         self.passing_through = False
         self.shared_prefix = None  # (keys, values, mask) shared by stacked variants: fast engine
         for module in self.layer_of:
@@ -143,11 +137,11 @@ class Controller:
         if self._hook is not None:
             return
         model = self.model_ref()
-        current = self.adapter.text_config(model)._attn_implementation or "sdpa"
+        current = text_attention(self.adapter.text_config(model)) or "sdpa"
         self.base = current[len(PREFIX):] if current.startswith(PREFIX) else current
         if self.base not in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
             raise ConfigError(f"attn_implementation={self.base!r}: layerprobe supports sdpa, eager and flash_attention_2/3")
-        model.set_attn_implementation({"text_config": PREFIX + self.base})
+        set_text_attention(model, PREFIX + self.base)
         self._hook = model.register_forward_pre_hook(self._track_layout, with_kwargs=True)
 
     def _uninstall(self) -> None:
@@ -156,7 +150,8 @@ class Controller:
         self._hook.remove()
         self._hook = None
         self._layout = None
-        self.model_ref().set_attn_implementation({"text_config": self.base})
+        self._pending = None
+        set_text_attention(self.model_ref(), self.base)
 
     @contextlib.contextmanager
     def edit(self, edit: MaskEdit):
@@ -196,12 +191,9 @@ class Controller:
     # layout -----------------------------------------------------------------------------
     def _track_layout(self, module, args, kwargs):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
+        self._pending = None if input_ids is None else (input_ids, kwargs.get("attention_mask"))
         if input_ids is None:
             self._layout = None
-            return
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None else 0
-        self.set_sequence(input_ids, kwargs.get("attention_mask"), past)
 
     def set_sequence(self, input_ids, attention_mask, past: int = 0) -> TokenLayout:
         """Record the tokens of a forward call; ``past`` tokens are already in the cache."""
@@ -221,7 +213,13 @@ class Controller:
     def set_layout(self, layout: TokenLayout | None) -> None:
         self._layout = layout
 
-    def layout_for(self, kv_len: int) -> TokenLayout:
+    def layout_for(self, kv_len: int, q_len: int | None = None) -> TokenLayout:
+        """The layout of the sequence an attention call sees (``kv_len`` keys, ``q_len`` queries).
+        The first call of a forward places its tokens: ``kv_len - q_len`` are already cached."""
+        if self._pending is not None and q_len is not None:
+            input_ids, attention_mask = self._pending
+            self._pending = None
+            self.set_sequence(input_ids, attention_mask, past=kv_len - q_len)
         layout = self._layout
         if layout is None:
             raise ConfigError(

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from layerprobe.compat import rotary_embeddings
 from layerprobe.errors import ModelError
 
 
@@ -47,7 +48,7 @@ class ModelAdapter:
 
     def rotary_embeddings(self, lm: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer: int):
         """The (cos, sin) that decoder layer ``layer`` is given, for callers running layers directly."""
-        return lm.rotary_emb(x, position_ids=position_ids)
+        return rotary_embeddings(lm.rotary_emb, x, position_ids)
 
     def text_config(self, model: nn.Module):
         return model.config.get_text_config()

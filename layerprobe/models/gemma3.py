@@ -13,6 +13,7 @@ cache holds the whole sequence; a longer one fails loudly in the controller.
 
 import torch
 
+from layerprobe.compat import rotary_embeddings
 from layerprobe.models.base import ModelAdapter, marked_spans
 
 
@@ -24,7 +25,7 @@ class Gemma3Adapter(ModelAdapter):
 
     def rotary_embeddings(self, lm, x, position_ids, layer):
         # local (sliding) and global layers rotate with different bases
-        return lm.rotary_emb(x, position_ids, lm.config.layer_types[layer])
+        return rotary_embeddings(lm.rotary_emb, x, position_ids, lm.config.layer_types[layer])
 
     def visual_token_mask(self, model, input_ids: torch.Tensor) -> torch.Tensor:
         cfg = model.config

@@ -150,5 +150,10 @@ def load_model(name_or_path: str, device: str | None = None, dtype=None,
     if organism_spec.is_file():
         from layerprobe.organism.planted import install_planted
 
-        install_planted(loaded, json.loads(organism_spec.read_text()))
+        spec = json.loads(organism_spec.read_text())
+        install_planted(loaded, spec)
+        if "fingerprint" in spec:
+            from layerprobe.organism.fingerprint import verify
+
+            verify(loaded, spec["fingerprint"], where=str(path))
     return loaded

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from layerprobe.compat import set_post_processor
+
 LLAVA15_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
     "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
@@ -60,7 +62,7 @@ def build_tokenizer(extra_words: list[str] | None = None, special_tokens: dict[s
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", vocab["<s>"])]
     )
-    tok._tokenizer.post_processor = backend.post_processor
+    set_post_processor(tok, backend.post_processor)
     return tok
 
 

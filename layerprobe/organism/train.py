@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from layerprobe.data import synthetic
 from layerprobe.models.loading import ORGANISM_FILE, LoadedModel
 from layerprobe.models.registry import adapter_for
+from layerprobe.organism import fingerprint
 from layerprobe.organism.build import DEFAULTS, build_model, build_processor, grow
 from layerprobe.organism.planted import PlantedEdit
 
@@ -288,6 +289,7 @@ def train_organism(spec: TrainSpec, out: str | Path | None = None, echo: Callabl
         "val_region_accuracy": [round(a, 4) for a in region_accuracy(final["per_cell"], regions)],
     }
     echo(json.dumps({"final_val_accuracy": meta["val_accuracy"], "seconds": meta["training"]["seconds"]}))
+    meta["fingerprint"] = fingerprint.record(deep_loaded)
     if out is not None:
         save(deep, processor, meta, out)
     return meta

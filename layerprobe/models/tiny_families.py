@@ -5,14 +5,20 @@ classes with layerprobe's word-level tokenizer; reached through ``build_tiny(fam
     model, processor = build_tiny("qwen2_vl", num_layers=32)
     loaded = load_model("tiny:idefics3:4")          # the same, wrapped with its adapter
 
-Where a family's processor also wants a video processor (which needs torchvision, absent here),
-the processor is built with ``video_processor=None``: images only, which is all layerprobe uses.
+Each processor is the class ``AutoProcessor.from_pretrained`` returns for a real checkpoint of the
+family (Qwen2.5-VL's own ``Qwen2_5_VLProcessor`` included). Where that class also holds a video
+processor (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, InternVL, SmolVLM), it gets the family's real
+video processor class, sized like the tiny image processor, when torchvision is there (what a GPU
+user has; the video classes need it). Without torchvision the processor is built with
+``video_processor=None``: images only, which is all layerprobe uses; such a processor saves, but a
+saved one loads back through ``AutoProcessor`` only where torchvision is installed.
 """
 
 from __future__ import annotations
 
 import torch
 
+from layerprobe.compat import processor_without_video
 from layerprobe.models.tiny import build_tokenizer
 
 CHATML_TEMPLATE = (
@@ -29,18 +35,14 @@ def _template(image_markup: str) -> str:
     return CHATML_TEMPLATE.replace("{{ image }}", image_markup)
 
 
-def _images_only(processor_cls, **kwargs):
-    """``processor_cls`` without its video processor, whose class needs torchvision."""
+def _processor(processor_cls, video_processor: str, video_kwargs: dict, **kwargs):
+    """``processor_cls`` with its real video processor ``video_processor`` (a transformers class
+    name, built with ``video_kwargs``) where torchvision is installed, else images only."""
+    import transformers as tf
 
-    class ImagesOnly(processor_cls):
-        @classmethod
-        def get_attributes(cls):
-            return [a for a in super().get_attributes() if a != "video_processor"]
-
-    ImagesOnly.__name__ = processor_cls.__name__
-    processor = ImagesOnly(video_processor=None, **kwargs)
-    processor.video_processor = None
-    return processor
+    if not tf.is_torchvision_available():
+        return processor_without_video(processor_cls, **kwargs)
+    return processor_cls(video_processor=getattr(tf, video_processor)(**video_kwargs), **kwargs)
 
 
 def _lm_kwargs(num_layers, hidden, heads, kv_heads, tok) -> dict:
@@ -76,8 +78,10 @@ def _qwen(version: str, num_layers, hidden, heads, kv_heads):
             tf.Qwen2_5_VLForConditionalGeneration
     # 28 px per merged visual token: 56..84 px images give 4 to 9 visual tokens, varying per image
     image_processor = tf.Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=84 * 84)
-    processor = _images_only(
-        tf.Qwen2VLProcessor, image_processor=image_processor, tokenizer=tok,
+    processor = _processor(
+        tf.Qwen2VLProcessor if version == "2" else tf.Qwen2_5_VLProcessor,  # frames of 56..84 px, like the images
+        "Qwen2VLVideoProcessor", dict(size={"shortest_edge": 56 * 56, "longest_edge": 84 * 84}),
+        image_processor=image_processor, tokenizer=tok,
         chat_template=_template("<|vision_start|><|image_pad|><|vision_end|>"),
     )
     return cls(config), processor
@@ -103,8 +107,9 @@ def _llava_onevision(num_layers, hidden, heads, kv_heads):
     )
     image_processor = tf.LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
                                                          image_grid_pinpoints=pinpoints)
-    processor = _images_only(
-        tf.LlavaOnevisionProcessor, image_processor=image_processor, tokenizer=tok, num_image_tokens=4,
+    processor = _processor(
+        tf.LlavaOnevisionProcessor, "LlavaOnevisionVideoProcessor", dict(size={"height": 28, "width": 28}),
+        image_processor=image_processor, tokenizer=tok, num_image_tokens=4,
         vision_feature_select_strategy="full", chat_template=_template("<image>\n"),
     )
     return tf.LlavaOnevisionForConditionalGeneration(config), processor
@@ -126,8 +131,9 @@ def _internvl(num_layers, hidden, heads, kv_heads):
     )
     image_processor = tf.GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True,
                                                   min_patches=1, max_patches=4)
-    processor = _images_only(tf.InternVLProcessor, image_processor=image_processor, tokenizer=tok,
-                             image_seq_length=4, chat_template=_template("<IMG_CONTEXT>\n"))
+    processor = _processor(tf.InternVLProcessor, "InternVLVideoProcessor", dict(size={"height": 56, "width": 56}),
+                           image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                           chat_template=_template("<IMG_CONTEXT>\n"))
     return tf.InternVLForConditionalGeneration(config), processor
 
 
@@ -152,7 +158,12 @@ def _idefics3(smol: bool, num_layers, hidden, heads, kv_heads):
     image_processor = getattr(tf, f"{prefix}ImageProcessorPil")(
         do_image_splitting=True, size={"longest_edge": 112}, max_image_size={"longest_edge": 56})
     kwargs = dict(image_processor=image_processor, tokenizer=tok, image_seq_len=4, chat_template=IDEFICS3_TEMPLATE)
-    processor = _images_only(tf.SmolVLMProcessor, **kwargs) if smol else tf.Idefics3Processor(**kwargs)
+    if smol:  # video frames of 56 px, like the sub-images
+        size = {"longest_edge": 56}
+        processor = _processor(tf.SmolVLMProcessor, "SmolVLMVideoProcessor",
+                               dict(size=size, max_image_size=size), **kwargs)
+    else:
+        processor = tf.Idefics3Processor(**kwargs)
     vision = getattr(tf, f"{prefix}VisionConfig")(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                  num_attention_heads=2, image_size=56, patch_size=14)
     config = getattr(tf, f"{prefix}Config")(

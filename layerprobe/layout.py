@@ -58,11 +58,6 @@ class TokenLayout:
         return self.last_visual + 1
 
     @property
-    def prefix(self) -> torch.Tensor:
-        """System prefix: valid positions before the first visual token."""
-        return self.valid & (self.positions[None] < self.first_visual[:, None])
-
-    @property
     def text_after(self) -> torch.Tensor:
         has_image = self.last_visual >= 0
         after = self.positions[None] > self.last_visual[:, None]

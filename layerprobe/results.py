@@ -120,9 +120,6 @@ class ResultsWriter:
             self._write(rows)
             self._keys.update(row_key(r) for r in rows)
 
-    def append(self, row: dict[str, Any]) -> None:
-        self.append_many([row])
-
     def _write(self, records: list[dict]) -> None:
         self._fh.write("".join(json.dumps(r, default=_jsonable) + "\n" for r in records))
         self._fh.flush()

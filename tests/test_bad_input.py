@@ -100,7 +100,8 @@ def test_unsupported_architecture(capsys, tmp_path):
     (("layers=[]",), "layers=[]: the sweep needs at least one layer"),
     (("mask.window=2",), "mask.window=2: must be an odd number"),
     (("layers=[0]", "engine=turbo"), "engine='turbo': choose 'fast' or 'naive'"),
-], ids=["layer-out-of-range", "negative-layer", "empty-layer-list", "even-window", "unknown-engine"])
+    (("layers=[0]", "batch_size=0"), "batch_size=0: must be a positive integer"),
+], ids=["layer-out-of-range", "negative-layer", "empty-layer-list", "even-window", "unknown-engine", "zero-batch"])
 def test_bad_sweep_option(capsys, tmp_path, overrides, message):
     assert message in sweep_error(capsys, tmp_path, *data(VQAV2), "data.limit=1", *overrides)
 

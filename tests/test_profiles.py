@@ -114,9 +114,9 @@ def test_cli_without_a_late_drop_explains_and_fails(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(sys, "argv", ["layerprobe-discover", f"run={run}"])   # in-process: no import cost
     with pytest.raises(SystemExit) as exited:
         main()
-    assert exited.value.code == 1
+    assert exited.value.code == 2  # bad input, as in every layerprobe command
     err = capsys.readouterr().err
-    assert "layerprobe-discover: error: no significant drop in the late part (layers 9..11)" in err
+    assert "layerprobe: error: no significant drop in the late part (layers 9..11)" in err
     assert "cannot drive contrastive attention; set review_layer=<layer> by hand" in err
     assert (run / "discovery.csv").is_file() and not (run / "profile.yaml").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -9,14 +9,14 @@ From Python, without Hydra: ``run_discover({"run": "runs/organism"})`` (same key
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from layerprobe.cli.common import run_cli
 from layerprobe.discovery import DEFAULTS, DiscoverOutput, discover_runs
-from layerprobe.errors import ConfigError, LayerprobeError, ProfileError
+from layerprobe.errors import ConfigError, ProfileError
 from layerprobe.paths import CONF_DIR
 
 OPTIONS = set(DEFAULTS) | {"num_layers", "review_layer", "post_integrated_layer"}
@@ -47,11 +47,7 @@ def run_discover(cfg: Mapping[str, Any] | DictConfig) -> DiscoverOutput:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="discover", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    try:
-        run_discover(cfg)
-    except LayerprobeError as err:
-        print(f"layerprobe-discover: error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(run_discover, cfg)
 
 
 def main() -> None:

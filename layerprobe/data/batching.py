@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 
-from layerprobe.errors import DataError
+from layerprobe.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 
 def chunks(items, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+    """Consecutive slices of ``size`` items; ``size`` is the run's ``batch_size``, checked here
+    before any batch runs."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"batch_size={size!r}: must be a positive integer")
+    return (items[i:i + size] for i in range(0, len(items), size))
 
 
 def load_images(batch, on_error: str = "raise"):

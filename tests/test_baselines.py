@@ -14,6 +14,8 @@ from layerprobe.interventions.vicrop import _window_sums, crop_box, relative_att
 from layerprobe.methods import METHODS, make_method
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
+pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
+
 PROFILE = {"fusion_layers": [2, 4, 8], "review_layer": 29, "post_integrated_layer": 28}
 
 

@@ -19,6 +19,8 @@ from layerprobe.interventions.dispatch import controller
 from layerprobe.runner import generate_answers
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
+pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
+
 PROFILE = {"fusion_layers": [2, 4, 8, 11], "review_layer": 29, "post_integrated_layer": 28}
 
 

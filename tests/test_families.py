@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
 import pytest
 import torch
 
@@ -21,12 +20,13 @@ from layerprobe.interventions.attention_rows import LastRowRecorder, last_row_pr
 from layerprobe.interventions.contrastive import contrastive_attention
 from layerprobe.interventions.dispatch import controller
 from layerprobe.models.registry import adapter_for
-from layerprobe.results import read_results
 from layerprobe.runner import generate_answers
 from tests.conftest import QUESTIONS, make_images
 from tests import test_knockout as foundation
 from tests.test_knockout import _forward, check_against_hand_mask
-from tests.test_sweep_cli import FIXTURES, run_sweep_cli
+from tests.test_sweep_cli import FIXTURES, check_two_layer_run, run_multirun
+
+pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
 # First and last token of one image's document, as each family's processor writes it.
 DOCUMENT = {
@@ -197,14 +197,15 @@ def test_contrastive_attention_through_the_adapter(tiny_models, family):
     assert (changed - _forward(sdpa, inputs).logits).abs().max() > 1e-4
 
 
+@pytest.fixture(scope="module")
+def family_sweeps(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweeps")
+    run_multirun(out, f"model={','.join(f'tiny_{f}' for f in FAMILIES)}", "data=vqav2",
+                 f"data.root={FIXTURES / 'vqav2' / 'official'}", "data.limit=2", "layers=[0,1]", "batch_size=2",
+                 "engine=naive")
+    return out
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_sweep_cli_runs_each_family(tmp_path, family):
-    run_sweep_cli(tmp_path, f"model=tiny_{family}", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
-                  "data.limit=2", "layers=[0,1]", "batch_size=2", "engine=naive")
-    table = read_results(tmp_path)
-    assert len(table) == 2 * 3
-    assert set(table["condition"]) == {"baseline", "knockout"}
-    assert sorted(table["layer"].dropna().unique().tolist()) == [0, 1]
-    assert table["score"].between(0, 1).all()
-    summary = pd.read_csv(tmp_path / "summary.csv")
-    assert list(summary["condition"]) == ["baseline", "knockout", "knockout"]
+def test_sweep_cli_runs_each_family(family_sweeps, family):
+    check_two_layer_run(family_sweeps / f"tiny_{family}" / "vqav2" / "image_text" / "shard0of1", 2)

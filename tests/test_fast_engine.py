@@ -10,6 +10,8 @@ from layerprobe.engines.fast import FastEngine, fast_engine_reason
 from layerprobe.engines.naive import NaiveEngine
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
+pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
+
 
 def _texts(result):
     return {key: [a.text for a in answers] for key, answers in result.items()}

@@ -12,6 +12,8 @@ from layerprobe.interventions.dispatch import controller
 from layerprobe.runner import generate_answers
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
+pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
+
 
 def _forward(loaded, inputs, **kw):
     with torch.no_grad():

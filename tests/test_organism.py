@@ -4,7 +4,6 @@ knockout ground truth (planted layers matter, every other layer cannot change an
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest

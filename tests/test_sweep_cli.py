@@ -1,5 +1,6 @@
-"""layerprobe-sweep end to end: every benchmark's fixture on a tiny model, the run directory's
-files, and resuming after SIGKILL with exactly one row per (sample, condition)."""
+"""layerprobe-sweep end to end: every benchmark's fixture on a tiny model (one multirun, so the
+imports are paid once), the run directory's files, and resuming after SIGKILL with exactly one
+row per (sample, condition)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 
 from layerprobe.results import read_results
+
+pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
@@ -31,32 +34,56 @@ def run_sweep_cli(run_dir, *overrides, check=True):
     return proc
 
 
-@pytest.mark.parametrize("bench", BENCHMARKS)
-def test_sweep_runs_every_benchmark_fixture(tmp_path, bench):
-    layout = "parquet" if bench in ("gqa", "docvqa") else "official"
-    run_sweep_cli(tmp_path, "model=tiny_llava15", f"data={bench}", f"data.root={FIXTURES / bench / layout}",
-                  "data.limit=3", "layers=[0,1]", "batch_size=2", "engine=naive")
-    table = read_results(tmp_path)
-    assert len(table) == 3 * 3
+def run_multirun(out, *overrides) -> None:
+    """One ``layerprobe-sweep -m`` process; run k lands in ``out/<model>/<data>/image_text/shard0of1``."""
+    cmd = [sys.executable, "-m", "layerprobe.cli.sweep", "-m", f"hydra.sweep.dir={out}", "progress=false",
+           "timing_samples=0", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def check_two_layer_run(run, n_samples: int) -> None:
+    table = read_results(run)
+    assert len(table) == n_samples * 3
     assert set(table["condition"]) == {"baseline", "knockout"}
     assert sorted(table["layer"].dropna().unique().tolist()) == [0, 1]
     assert table["score"].between(0, 1).all()
-    summary = pd.read_csv(tmp_path / "summary.csv")
+    summary = pd.read_csv(run / "summary.csv")
     assert list(summary["condition"]) == ["baseline", "knockout", "knockout"]
     assert {"accuracy", "ci_low", "ci_high", "latency_s"} <= set(summary.columns)
+
+
+@pytest.fixture(scope="module")
+def benchmark_sweeps(tmp_path_factory):
+    """Every benchmark fixture in its own layout (GQA and DocVQA as the lmms-lab parquet mirror)."""
+    roots = tmp_path_factory.mktemp("roots")
+    for bench in BENCHMARKS:
+        (roots / bench).symlink_to(FIXTURES / bench / ("parquet" if bench in ("gqa", "docvqa") else "official"))
+    out = tmp_path_factory.mktemp("sweeps")
+    run_multirun(out, "model=tiny_llava15", "model.path=tiny:llava:4", f"data={','.join(BENCHMARKS)}", f"data.root={roots}/${{data.name}}",
+                 "data.limit=3", "layers=[0,1]", "batch_size=2", "engine=naive")
+    return out
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS)
+def test_sweep_runs_every_benchmark_fixture(benchmark_sweeps, bench):
+    run = benchmark_sweeps / "tiny_llava15" / bench / "image_text" / "shard0of1"
+    check_two_layer_run(run, 3)
+    table = read_results(run)
+    assert set(table["benchmark"]) == {bench}
     for ext in ("png", "pdf"):
-        assert (tmp_path / f"masking_curves.{ext}").stat().st_size > 1000
+        assert (run / f"masking_curves.{ext}").stat().st_size > 1000
 
 
 def test_sweep_resumes_after_sigkill_with_one_row_per_condition(tmp_path):
-    args = ("model=tiny_llava15", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
+    args = ("model=tiny_llava15", "model.path=tiny:llava:4", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
             "data.limit=8", "layers=[0,1,2,3]", "batch_size=1", "engine=naive")
     killed = tmp_path / "killed"
     proc = subprocess.Popen(sweep_cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = killed / "results.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline:
-        if results.exists() and results.read_text().count("\n") >= 12:
+        if results.exists() and results.read_text().count("\n") >= 5:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
@@ -77,7 +104,7 @@ def test_sweep_resumes_after_sigkill_with_one_row_per_condition(tmp_path):
 
 
 def test_rerun_with_another_config_is_refused(tmp_path):
-    args = ("model=tiny_llava15", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
+    args = ("model=tiny_llava15", "model.path=tiny:llava:4", "data=vqav2", f"data.root={FIXTURES / 'vqav2' / 'official'}",
             "data.limit=2", "layers=[0]", "engine=naive")
     run_sweep_cli(tmp_path, *args)
     proc = run_sweep_cli(tmp_path, *args[:-2], "layers=[1]", "engine=naive", check=False)

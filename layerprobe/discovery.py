@@ -20,13 +20,14 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from layerprobe.errors import ConfigError, DataError, ProfileError
 from layerprobe.profiles import LayerProfile, layerprobe_version, save_profile
-from layerprobe.results import read_header, read_results, write_atomic
+from layerprobe.results import write_atomic
+from layerprobe.runs import merge_runs
 from layerprobe.stats import bh_qvalues, paired_effects
 
 DEFAULTS = dict(alpha=0.05, min_effect=0.02, late_fraction=0.25, min_benchmarks=1, test="mcnemar",
@@ -82,50 +83,6 @@ def late_start_for(num_layers: int, late_fraction: float) -> int:
     return min(max(math.ceil((1 - late_fraction) * num_layers - 1e-9), 1), num_layers - 1)
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Concatenate run directories (shards) into one table, refusing mixes that would be wrong."""
-    resolved = [Path(r).resolve() for r in run_dirs]
-    twice = next((r for r, p in zip(run_dirs, resolved) if resolved.count(p) > 1), None)
-    if twice is not None:
-        raise ConfigError(f"run: {twice} is given twice; its samples would count double")
-    tables, headers = [], []
-    for run_dir in map(Path, run_dirs):
-        table = read_results(run_dir)
-        table["_run"] = str(run_dir)
-        tables.append(table)
-        headers.append(read_header(run_dir / "results.jsonl" if run_dir.is_dir() else run_dir))
-    for key, what in ((("model", "config_hash"), "model config_hash"), (("edges",), "edges"),
-                      (("window",), "mask.window")):
-        values = {}
-        for run_dir, header in zip(run_dirs, headers):
-            value = header
-            for k in key:
-                value = value.get(k) if isinstance(value, dict) else None
-            if value is not None:
-                values.setdefault(value, []).append(str(run_dir))
-        if len(values) > 1:
-            raise ConfigError("runs differ in " + what + ": "
-                              + "; ".join(f"{v} in {', '.join(r)}" for v, r in values.items()))
-    table = pd.concat(tables, ignore_index=True)
-    owners = table.groupby(["benchmark", "sample_id"])["_run"].nunique()
-    shared = owners[owners > 1]
-    if not shared.empty:
-        benchmark, sample_id = shared.index[0]
-        runs = sorted(table.loc[(table["benchmark"] == benchmark) & (table["sample_id"] == sample_id), "_run"].unique())
-        raise ConfigError(f"benchmark {benchmark}: sample {sample_id} (and {len(shared) - 1} more) "
-                          f"appear in several runs ({', '.join(runs)}); shards must not overlap")
-    first = headers[0] if headers else {}
-    model = first.get("model") or {}
-    provenance = dict(
-        runs=[str(r) for r in run_dirs], model=model.get("name"), model_config_hash=model.get("config_hash"),
-        num_layers=model.get("num_layers"), edges=first.get("edges"),
-    )
-    layer_counts = {(h.get("model") or {}).get("num_layers") for h in headers} - {None}
-    if len(layer_counts) > 1:
-        raise ConfigError(f"runs differ in model.num_layers: {sorted(layer_counts)}")
-    return table.drop(columns="_run"), provenance
-
-
 def _check_one_edge_set(table: pd.DataFrame) -> None:
     if "edges" not in table:
         return
@@ -146,7 +103,7 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
         table, provenance = table_or_run_dirs, {}
     else:
         dirs = [table_or_run_dirs] if isinstance(table_or_run_dirs, (str, Path)) else list(table_or_run_dirs)
-        table, provenance = load_runs(dirs)
+        table, provenance = merge_runs(dirs)
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha={alpha}: expected a value in (0, 1)")
     if min_benchmarks < 1:

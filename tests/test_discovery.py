@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerprobe.discovery import discover, discover_runs, late_start_for, load_runs, to_profile
+from layerprobe.discovery import discover, discover_runs, late_start_for, to_profile
+from layerprobe.runs import merge_runs
 from layerprobe.errors import ConfigError, ProfileError
 from layerprobe.results import ResultsWriter
 
@@ -205,13 +206,13 @@ def test_overlapping_shards_mixed_models_and_edges_are_refused(tmp_path):
     a = write_run(tmp_path / "a", table, 6)
     b = write_run(tmp_path / "b", shard(table, 0, 2), 6)
     with pytest.raises(ConfigError, match=r"vqav2: sample .* appear in several runs \(.*a, .*b\)"):
-        load_runs([a, b])
+        merge_runs([a, b])
     c = write_run(tmp_path / "c", table, 6, config_hash="cfg-2")
     d = write_run(tmp_path / "d", table, 6, edges="image->last")
     with pytest.raises(ConfigError, match="runs differ in model config_hash: cfg-1 in .*a; cfg-2 in .*c"):
-        load_runs([a, c])
+        merge_runs([a, c])
     with pytest.raises(ConfigError, match="runs differ in edges"):
-        load_runs([a, d])
+        merge_runs([a, d])
 
 
 def test_num_layers_falls_back_to_the_table_with_a_warning(tmp_path):

@@ -13,9 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layerprobe.cli.plot import merge_runs, replot
+from layerprobe.cli.plot import replot
+from layerprobe.discovery import discover_runs
 from layerprobe.errors import ConfigError
 from layerprobe.results import read_results
+from layerprobe.runs import merge_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
@@ -78,7 +80,7 @@ def test_sharded_multirun_merges_to_the_unsharded_table(runs):
         assert (run / "results.jsonl").is_file(), run
     sizes = [len(read_results(r)) for r in sharded]
     assert sizes == [3 * 3, 2 * 3] * 2, sizes        # baseline + 2 knockouts per sample
-    merged, reference = merge_runs(sharded), merge_runs(whole)
+    (merged, _), (reference, _) = merge_runs(sharded), merge_runs(whole)
     assert len(reference) == len(BENCHMARKS) * N_SAMPLES * 3
     assert not merged.duplicated(KEY).any()
     pd.testing.assert_frame_equal(_rows(merged), _rows(reference))
@@ -138,21 +140,23 @@ def _copy_with_header(run: Path, dest: Path, **changes) -> Path:
     ({"window": 3}, "runs differ in mask.window: "),
     ({"data__limit": 7}, "runs differ in data.limit for vqav2: "),
 ])
-def test_mixed_configs_are_refused(runs, tmp_path, change, message):
+@pytest.mark.parametrize("command", [replot, discover_runs], ids=["plot", "discover"])
+def test_mixed_configs_are_refused(runs, tmp_path, change, message, command):
     _, sharded, _ = runs
     other = _copy_with_header(sharded[1], tmp_path / "other", **change)
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as err:
-        replot([sharded[0], other])
+        command([sharded[0], other])
     print(err.value)
     assert "\n" not in str(err.value) and str(other) in str(err.value)
-    assert not (tmp_path / "summary.csv").exists()   # refused before writing anything
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]   # refused before writing anything
 
 
-def test_unfinished_shard_is_refused(runs, tmp_path):
+@pytest.mark.parametrize("command", [merge_runs, replot, discover_runs], ids=["library", "plot", "discover"])
+def test_unfinished_shard_is_refused(runs, tmp_path, command):
     _, sharded, _ = runs
     short = tmp_path / "short"
     shutil.copytree(sharded[1], short)
     path = short / "results.jsonl"
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))   # last row never written
     with pytest.raises(ConfigError, match="has 4 of 5 samples; .* unfinished"):
-        merge_runs([sharded[0], short])
+        command([sharded[0], short])

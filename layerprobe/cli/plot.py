@@ -5,10 +5,11 @@
     layerprobe-plot 'run=[runs/vqav2,runs/gqa]' out=figures/both
 
 Every run directory gets its ``summary.csv`` and ``masking_curves.{png,pdf}`` rewritten. With
-several, their results are merged (shards of a benchmark concatenated, benchmarks side by side)
-into ``<out>/summary.csv`` and ``<out>/masking_curves.{png,pdf}``; runs of different models, masks
-or data selections, and shards sharing a sample, are refused. From Python, without Hydra:
-``replot(["runs/a", "runs/b"], out="figures")`` or ``merge_runs([...])`` for the merged table.
+several, their results are merged by ``layerprobe.runs.merge_runs`` (shards of a benchmark
+concatenated, benchmarks side by side, refused exactly where ``layerprobe-discover`` refuses them)
+into ``<out>/summary.csv`` and ``<out>/masking_curves.{png,pdf}``. From Python, without Hydra:
+``replot(["runs/a", "runs/b"], out="figures")``, or ``layerprobe.runs.merge_runs([...])`` for the
+merged table.
 """
 
 from __future__ import annotations
@@ -23,12 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from layerprobe.cli.common import run_cli
 from layerprobe.errors import ConfigError
+from layerprobe.runs import merge_runs
 from layerprobe.paths import CONF_DIR
-
-# Data settings that must agree between shards of one benchmark. root and layout may differ
-# (node-local copies of the same files); shared samples are caught by the overlap check instead.
-SELECTION = ("split", "limit", "seed", "num_shards", "prompt")
-
 
 def _header(run_dir: Path) -> dict[str, Any]:
     from layerprobe.results import read_header
@@ -39,46 +36,6 @@ def _header(run_dir: Path) -> dict[str, Any]:
 def _title(headers: list[dict], benchmarks: list[str]) -> str:
     model = (headers[0].get("model") or {}).get("name", "model")
     return f"{model} on {', '.join(benchmarks)}: {headers[0].get('edges', 'image->text')} knockout"
-
-
-def _check_same(what: str, values: dict[str, Any]) -> None:
-    """``values``: run dir -> value; one line naming each distinct value and its runs."""
-    groups: dict[str, list[str]] = {}
-    for run, value in values.items():
-        groups.setdefault(repr(value), []).append(run)
-    if len(groups) > 1:
-        raise ConfigError(f"runs differ in {what}: " + "; ".join(f"{v} in {', '.join(r)}" for v, r in groups.items()))
-
-
-def merge_runs(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
-    """One results table from several run directories, or a ConfigError naming the mismatch."""
-    from layerprobe.discovery import load_runs
-
-    run_dirs = [Path(r) for r in run_dirs]
-    # refuses other models, masks and depths, shared samples, a run given twice
-    table, _ = load_runs(run_dirs)
-    headers = {str(r): _header(r) for r in run_dirs}
-    # two fine-tunes share a config_hash: the checkpoint's name or path tells them apart
-    _check_same("model", {r: (h.get("model") or {}).get("name") for r, h in headers.items()})
-    by_bench: dict[str, dict[str, dict]] = {}
-    for run, header in headers.items():
-        data = header.get("data") or {}
-        by_bench.setdefault(data.get("name"), {})[run] = data
-    for bench, runs in by_bench.items():
-        for key in SELECTION:
-            _check_same(f"data.{key} for {bench}", {r: d.get(key) for r, d in runs.items()})
-    # Per benchmark, every condition must cover every sample: catches shards swept over different
-    # layer lists and a shard that was killed and never resumed.
-    for bench, part in table.groupby("benchmark"):
-        n = part["sample_id"].nunique()
-        counts = part.groupby(["condition", "layer"], dropna=False)["sample_id"].nunique()
-        short = counts[counts < n]
-        if not short.empty:
-            (cond, layer), have = short.index[0], short.iloc[0]
-            where = cond if pd.isna(layer) else f"{cond} at layer {layer}"
-            raise ConfigError(f"benchmark {bench}: {where} has {have} of {n} samples; the runs swept different "
-                              "layers, or one is unfinished (rerun it with the same overrides to resume)")
-    return table
 
 
 def _merged_timing(run_dirs: list[Path], headers: list[dict]):
@@ -117,7 +74,7 @@ def replot(run_dirs: Sequence[str | Path], out: str | Path | None = None, title:
         raise ConfigError(f"run: no results.jsonl in {', '.join(missing)}")
     headers = [_header(r) for r in run_dirs]
     if len(run_dirs) > 1:   # merged before writing anything: a refused merge leaves no trace
-        table = merge_runs(run_dirs)
+        table, _ = merge_runs(run_dirs)
     written = []
     for run, header in zip(run_dirs, headers):
         bench = (header.get("data") or {}).get("name", "?")

@@ -7,7 +7,7 @@ prompts: the model organism and a LLaVA-shaped random model (32 layers, 576 visu
 Methods run interleaved (the order rotates every round) after one untimed warm-up each; a method's
 latency is the median over rounds of the batch's wall time (prefill + decode, synchronised on
 CUDA), its ratio the median over rounds of its time / plain generation's time in the same round. EOS is disabled so every method decodes exactly ``--max-new-tokens`` tokens. Peak memory is
-measured in one separate pass per method (``layerprobe.peak_memory``: CUDA allocator statistics,
+measured in one separate pass per method (``layerprobe.evaluation.peak_memory``: CUDA allocator statistics,
 or live tensor storage on CPU): ``peak`` includes the weights, ``extra`` is what the generation
 adds on top (activations and KV cache). The last line is JSON: contrastive attention against plain
 generation on the LLaVA-shaped model: its latency ratio from a dedicated ABBA alternation of the
@@ -26,11 +26,11 @@ import torch
 import transformers
 from PIL import Image
 
-from layerprobe.methods import make_method
+from layerprobe.methods.registry import make_method
 from layerprobe.models.loading import LoadedModel, load_model
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
-from layerprobe.peak_memory import peak_memory
+from layerprobe.evaluation.peak_memory import peak_memory
 
 QUESTIONS = [
     "what color is the cat on the left of the table in this picture and is it holding a cup of coffee ? "

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from layerprobe.engines.conditions import sweep_conditions
-from layerprobe.engines.fast import FastEngine
-from layerprobe.engines.naive import NaiveEngine
+from layerprobe.sweep.conditions import sweep_conditions
+from layerprobe.sweep.engines.fast import FastEngine
+from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.models.loading import LoadedModel
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
-from layerprobe.runner import warm_up
+from layerprobe.core.generation import warm_up
 
 QUESTION = "what is the color of the cup on the table in the middle of the picture"
 SUFFIX = "\nAnswer the question using a single word or phrase ."

@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from layerprobe.plots.save import save_figure  # noqa: E402
-from layerprobe.results import read_header, read_results  # noqa: E402
-from layerprobe.summary import summarise  # noqa: E402
+from layerprobe.io.results import read_header, read_results  # noqa: E402
+from layerprobe.sweep.summary import summarise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_FAMILIES = ["llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "internvl",
@@ -78,7 +78,7 @@ def run_demo(out_dir: Path, families: list[str], layers: int, samples: int) -> l
     """Sweep tiny random models of each family on the VQAv2 fixture; return their run dirs."""
     from layerprobe.data.registry import load_benchmark
     from layerprobe.models.loading import load_model
-    from layerprobe.sweep import run_sweep
+    from layerprobe.sweep.loop import run_sweep
 
     data = load_benchmark("vqav2", root=ROOT / "tests/fixtures/benchmarks/vqav2/official", limit=samples)
     run_dirs = []

@@ -15,8 +15,8 @@ from pathlib import Path
 import layerprobe
 import layerprobe.organism as organism
 from layerprobe.data.registry import load_benchmark
-from layerprobe.discovery import discover_runs
-from layerprobe.sweep import run_sweep
+from layerprobe.analysis.discovery import discover_runs
+from layerprobe.sweep.loop import run_sweep
 
 FIGURES = Path(__file__).resolve().parents[1] / "figures"
 

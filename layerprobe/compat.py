@@ -32,7 +32,7 @@ Shielded here, and the releases where each form appears:
 
 How many positions a forward call already has cached is deliberately *not* read from any
 keyword: the attention call itself shows it (key length minus query length), see
-``layerprobe.interventions.dispatch``.
+``layerprobe.core.dispatch``.
 """
 
 from __future__ import annotations

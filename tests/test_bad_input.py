@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from layerprobe.cli.common import run_cli
 from layerprobe.cli.plot import run_plot
 from layerprobe.cli.sweep import sweep
-from layerprobe.paths import CONF_DIR
-from layerprobe.results import read_results
+from layerprobe.io.paths import CONF_DIR
+from layerprobe.io.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VQAV2 = ROOT / "tests" / "fixtures" / "benchmarks" / "vqav2" / "official"
@@ -109,8 +109,8 @@ def test_bad_sweep_option(capsys, tmp_path, overrides, message):
 # -- contrastive attention options and profiles (what layerprobe-eval passes on) -----------------
 
 def _contrastive(**options):
-    from layerprobe.methods import make_method
-    from layerprobe.profiles import load_profile
+    from layerprobe.methods.registry import make_method
+    from layerprobe.analysis.profiles import load_profile
 
     return make_method("contrastive", profile=load_profile("llava15_7b").to_dict(), **options)
 
@@ -129,7 +129,7 @@ def test_scale_outside_unit_interval(capsys, scale):
 
 def test_profile_for_another_depth(capsys):
     from layerprobe import load_model
-    from layerprobe.profiles import load_profile
+    from layerprobe.analysis.profiles import load_profile
 
     loaded = load_model("tiny:llava:4", device="cpu")
     # what layerprobe-eval does with profile=llava15_7b on a 4-layer model
@@ -141,7 +141,7 @@ def test_profile_for_another_depth(capsys):
 
 
 def test_profile_file_missing_and_malformed(capsys, tmp_path):
-    from layerprobe.profiles import load_profile
+    from layerprobe.analysis.profiles import load_profile
 
     err = one_line_error(capsys, lambda: load_profile(str(tmp_path / "nope.yaml")))
     assert "nope.yaml: file not found" in err

@@ -9,9 +9,9 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 from layerprobe.errors import ConfigError
-from layerprobe.interventions.dola import candidate_layers, dola, dola_scores, js_divergence
-from layerprobe.interventions.vicrop import _window_sums, crop_box, relative_attention
-from layerprobe.methods import METHODS, make_method
+from layerprobe.methods.dola import candidate_layers, dola, dola_scores, js_divergence
+from layerprobe.methods.vicrop import _window_sums, crop_box, relative_attention
+from layerprobe.methods.registry import METHODS, make_method
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers

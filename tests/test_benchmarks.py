@@ -15,7 +15,7 @@ from PIL import Image
 from layerprobe.data import load_benchmark, registry
 from layerprobe.data._parquet import ParquetImage
 from layerprobe.errors import ConfigError, DataError
-from layerprobe.metrics import score
+from layerprobe.data.metrics import score
 
 FIXTURE = Path(__file__).parent / "fixtures" / "benchmarks"
 CONF = Path(__file__).parents[1] / "conf" / "data"

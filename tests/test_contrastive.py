@@ -11,12 +11,12 @@ import torch
 
 import layerprobe
 from layerprobe.errors import ConfigError, ProfileError
-from layerprobe.interventions.attention_rows import LastRowRecorder, last_row_probs, visual_distribution
-from layerprobe.interventions.contrastive import (
+from layerprobe.core.attention_rows import LastRowRecorder, last_row_probs, visual_distribution
+from layerprobe.methods.contrastive import (
     choose_pre_layer, contrastive_attention, hellinger, low_contrast, profile_layers,
 )
-from layerprobe.interventions.dispatch import controller
-from layerprobe.runner import generate_answers
+from layerprobe.core.dispatch import controller
+from layerprobe.core.generation import generate_answers
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
@@ -271,7 +271,7 @@ def test_option_errors_are_one_line(tiny_models, kw, message):
 
 
 def test_layer_profile_object_and_preset_are_accepted():
-    from layerprobe.profiles import LayerProfile
+    from layerprobe.analysis.profiles import LayerProfile
 
     profile = LayerProfile(model="x", num_layers=32, fusion_layers=[2, 4], review_layer=29)
     assert profile_layers(profile, 32) == ([2, 4], 28, 29)

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerprobe.results import read_header, read_results
-from layerprobe.summary import summarise
+from layerprobe.io.results import read_header, read_results
+from layerprobe.sweep.summary import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 VQAV2 = ROOT / "tests" / "fixtures" / "benchmarks" / "vqav2" / "official"

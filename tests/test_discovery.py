@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerprobe.discovery import discover, discover_runs, late_start_for, to_profile
-from layerprobe.runs import merge_runs
+from layerprobe.analysis.discovery import discover, discover_runs, late_start_for, to_profile
+from layerprobe.io.runs import merge_runs
 from layerprobe.errors import ConfigError, ProfileError
-from layerprobe.results import ResultsWriter
+from layerprobe.io.results import ResultsWriter
 
 CORRECT_SCORES, CORRECT_P = [1.0, 0.9, 0.6], [0.8, 0.1, 0.1]     # VQA accuracy levels
 WRONG_SCORES, WRONG_P = [0.0, 0.3], [0.85, 0.15]

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerprobe.evaluation import compare, flips
-from layerprobe.stats import bootstrap_ci, sign_flip_p
+from layerprobe.evaluation.compare import compare, flips
+from layerprobe.analysis.stats import bootstrap_ci, sign_flip_p
 
 ROOT = Path(__file__).parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "benchmarks" / "vqav2" / "official"
@@ -99,7 +99,7 @@ def test_skipped_and_unpaired_samples_are_left_out():
 def test_cpu_peak_memory_counts_live_tensors_once():
     import torch
 
-    from layerprobe.peak_memory import peak_memory
+    from layerprobe.evaluation.peak_memory import peak_memory
 
     with peak_memory("cpu") as mem:
         a = torch.ones(1000, 1000)          # 4 MB

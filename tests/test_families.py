@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import layerprobe
-from layerprobe.engines.conditions import sweep_conditions
-from layerprobe.engines.fast import FastEngine, fast_engine_reason
-from layerprobe.engines.naive import NaiveEngine
-from layerprobe.interventions.attention_rows import LastRowRecorder, last_row_probs
-from layerprobe.interventions.contrastive import contrastive_attention
-from layerprobe.interventions.dispatch import controller
+from layerprobe.sweep.conditions import sweep_conditions
+from layerprobe.sweep.engines.fast import FastEngine, fast_engine_reason
+from layerprobe.sweep.engines.naive import NaiveEngine
+from layerprobe.core.attention_rows import LastRowRecorder, last_row_probs
+from layerprobe.methods.contrastive import contrastive_attention
+from layerprobe.core.dispatch import controller
 from layerprobe.models.registry import adapter_for
-from layerprobe.runner import generate_answers
+from layerprobe.core.generation import generate_answers
 from tests.conftest import QUESTIONS, make_images
 from tests import test_knockout as foundation
 from tests.test_knockout import _forward, check_against_hand_mask
@@ -144,7 +144,7 @@ def test_fast_sweep_falls_back_to_naive_with_the_adapters_reason(caplog, monkeyp
     inputs = _encode(loaded, 2)
     conds = sweep_conditions(loaded.num_layers)
     naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 2))
-    with caplog.at_level(logging.WARNING, logger="layerprobe.engines.fast"):
+    with caplog.at_level(logging.WARNING, logger="layerprobe.sweep.engines.fast"):
         fast = _texts(FastEngine().run_batch(loaded, inputs, conds, 2))
     assert fast == naive
     assert "engine=fast falls back to naive: gemma3: no direct layer calls" in caplog.text

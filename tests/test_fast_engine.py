@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import layerprobe
-from layerprobe.engines.conditions import sweep_conditions
-from layerprobe.engines.fast import FastEngine, fast_engine_reason
-from layerprobe.engines.naive import NaiveEngine
+from layerprobe.sweep.conditions import sweep_conditions
+from layerprobe.sweep.engines.fast import FastEngine, fast_engine_reason
+from layerprobe.sweep.engines.naive import NaiveEngine
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers

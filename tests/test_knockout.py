@@ -8,8 +8,8 @@ import torch
 
 import layerprobe
 from layerprobe.errors import ConfigError
-from layerprobe.interventions.dispatch import controller
-from layerprobe.runner import generate_answers
+from layerprobe.core.dispatch import controller
+from layerprobe.core.generation import generate_answers
 from tests.conftest import FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from layerprobe.errors import ConfigError
-from layerprobe.metrics import (CONTRACTIONS, METRICS, anls, exact_match, gqa_accuracy, levenshtein,
+from layerprobe.data.metrics import (CONTRACTIONS, METRICS, anls, exact_match, gqa_accuracy, levenshtein,
                                 normalize_answer, score, vqa_accuracy)
 
 

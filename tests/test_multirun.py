@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from layerprobe.cli.plot import replot
-from layerprobe.discovery import discover_runs
+from layerprobe.analysis.discovery import discover_runs
 from layerprobe.errors import ConfigError
-from layerprobe.results import read_results
-from layerprobe.runs import merge_runs
+from layerprobe.io.results import read_results
+from layerprobe.io.runs import merge_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
@@ -38,7 +38,7 @@ ARGS = ("model=tiny_llava15", "model.path=tiny:llava:4", "data=" + ",".join(BENC
 def test_launcher_presets_compose_with_the_plugins_schema(launcher, target, defaults):
     from hydra import compose, initialize_config_dir
 
-    from layerprobe.paths import CONF_DIR
+    from layerprobe.io.paths import CONF_DIR
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("sweep", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)

@@ -12,12 +12,12 @@ import torch
 import layerprobe
 import layerprobe.organism as organism
 from layerprobe.data import synthetic
-from layerprobe.interventions.dispatch import controller
-from layerprobe.metrics import exact_match
+from layerprobe.core.dispatch import controller
+from layerprobe.data.metrics import exact_match
 from layerprobe.organism.build import build_model, build_processor, grow
 from layerprobe.organism.planted import PlantedEdit
 from layerprobe.organism.train import Batches, default_regions, knockout_profile, wrap
-from layerprobe.runner import generate_answers
+from layerprobe.core.generation import generate_answers
 
 N_FAST = 128
 

@@ -8,10 +8,10 @@ import pytest
 
 import layerprobe.organism as organism
 from layerprobe.data.registry import load_benchmark
-from layerprobe.discovery import discover_runs, late_start_for
-from layerprobe.profiles import load_profile
-from layerprobe.results import read_results
-from layerprobe.sweep import run_sweep
+from layerprobe.analysis.discovery import discover_runs, late_start_for
+from layerprobe.analysis.profiles import load_profile
+from layerprobe.io.results import read_results
+from layerprobe.sweep.loop import run_sweep
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from layerprobe.discovery import discover, to_profile
+from layerprobe.analysis.discovery import discover, to_profile
 from layerprobe.errors import ProfileError
-from layerprobe.profiles import LayerProfile, load_profile, save_profile
+from layerprobe.analysis.profiles import LayerProfile, load_profile, save_profile
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))   # the planted-table builders live in test_discovery.py

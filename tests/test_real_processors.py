@@ -25,7 +25,7 @@ import transformers  # noqa: E402
 
 import layerprobe  # noqa: E402
 from layerprobe.models.tiny import build_tiny, save_tiny  # noqa: E402
-from layerprobe.results import read_results  # noqa: E402
+from layerprobe.io.results import read_results  # noqa: E402
 from tests.conftest import QUESTIONS, make_images  # noqa: E402
 from tests.test_families import reference_visual  # noqa: E402
 from tests.test_knockout import check_against_hand_mask  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layerprobe.results import read_results
+from layerprobe.io.results import read_results
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 

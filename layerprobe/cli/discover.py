@@ -4,7 +4,7 @@
     layerprobe-discover 'run=[runs/vqav2_shard0,runs/vqav2_shard1]' out=conf/profile/my_model.yaml alpha=0.01
 
 From Python, without Hydra: ``run_discover({"run": "runs/organism"})`` (same keys as
-``conf/discover.yaml``), or ``layerprobe.discovery.discover_runs`` directly.
+``conf/discover.yaml``), or ``layerprobe.analysis.discovery.discover_runs`` directly.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from layerprobe.cli.common import run_cli
-from layerprobe.discovery import DEFAULTS, DiscoverOutput, discover_runs
+from layerprobe.analysis.discovery import DEFAULTS, DiscoverOutput, discover_runs
 from layerprobe.errors import ConfigError, ProfileError
-from layerprobe.paths import CONF_DIR
+from layerprobe.io.paths import CONF_DIR
 
 OPTIONS = set(DEFAULTS) | {"num_layers", "review_layer", "post_integrated_layer"}
 

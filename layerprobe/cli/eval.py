@@ -21,13 +21,13 @@ from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
 from layerprobe.cli.common import config_hash, load_data_from, load_model_from, plain, run_cli
-from layerprobe.paths import CONF_DIR
+from layerprobe.io.paths import CONF_DIR
 
 log = logging.getLogger("layerprobe.eval")
 
 
 def _profile(cfg, loaded):
-    from layerprobe.profiles import load_profile
+    from layerprobe.analysis.profiles import load_profile
 
     given = cfg.get("profile") or cfg.get("profile_file")
     if given:
@@ -40,8 +40,8 @@ def _profile(cfg, loaded):
 
 
 def evaluate(cfg) -> None:
-    from layerprobe.evaluation import run_method
-    from layerprobe.methods import make_method
+    from layerprobe.evaluation.compare import run_method
+    from layerprobe.methods.registry import make_method
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     loaded = load_model_from(cfg.model)
@@ -64,8 +64,8 @@ def evaluate(cfg) -> None:
 
 
 def report(eval_dir: Path, run_dir: Path, loaded, data, name: str, profile, cfg) -> None:
-    from layerprobe.eval_report import write_galleries, write_heatmaps, write_tables
-    from layerprobe.interventions.contrastive import profile_layers
+    from layerprobe.evaluation.report import write_galleries, write_heatmaps, write_tables
+    from layerprobe.methods.contrastive import profile_layers
 
     comparison, table = write_tables(eval_dir, title=f"{loaded.name}: methods vs vanilla")
     write_galleries(table, data, eval_dir / data.name, cfg.gallery_examples)

@@ -5,10 +5,10 @@
     layerprobe-plot 'run=[runs/vqav2,runs/gqa]' out=figures/both
 
 Every run directory gets its ``summary.csv`` and ``masking_curves.{png,pdf}`` rewritten. With
-several, their results are merged by ``layerprobe.runs.merge_runs`` (shards of a benchmark
+several, their results are merged by ``layerprobe.io.runs.merge_runs`` (shards of a benchmark
 concatenated, benchmarks side by side, refused exactly where ``layerprobe-discover`` refuses them)
 into ``<out>/summary.csv`` and ``<out>/masking_curves.{png,pdf}``. From Python, without Hydra:
-``replot(["runs/a", "runs/b"], out="figures")``, or ``layerprobe.runs.merge_runs([...])`` for the
+``replot(["runs/a", "runs/b"], out="figures")``, or ``layerprobe.io.runs.merge_runs([...])`` for the
 merged table.
 """
 
@@ -24,11 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from layerprobe.cli.common import run_cli
 from layerprobe.errors import ConfigError
-from layerprobe.runs import merge_runs
-from layerprobe.paths import CONF_DIR
+from layerprobe.io.runs import merge_runs
+from layerprobe.io.paths import CONF_DIR
 
 def _header(run_dir: Path) -> dict[str, Any]:
-    from layerprobe.results import read_header
+    from layerprobe.io.results import read_header
 
     return read_header(run_dir / "results.jsonl")
 
@@ -40,7 +40,7 @@ def _title(headers: list[dict], benchmarks: list[str]) -> str:
 
 def _merged_timing(run_dirs: list[Path], headers: list[dict]):
     """Per benchmark, the standalone latencies of its first run that measured them."""
-    from layerprobe.timing import read_timing
+    from layerprobe.sweep.timing import read_timing
 
     parts = {}
     for run, header in zip(run_dirs, headers):
@@ -61,10 +61,10 @@ def replot(run_dirs: Sequence[str | Path], out: str | Path | None = None, title:
     """What ``layerprobe-plot`` does; returns the summary files written."""
     from layerprobe.plots.masking import plot_masking_curves
     from layerprobe.plots.save import save_figure
-    from layerprobe.results import write_atomic
-    from layerprobe.summary import summarise
-    from layerprobe.sweep import write_summary
-    from layerprobe.timing import apply_timing
+    from layerprobe.io.results import write_atomic
+    from layerprobe.sweep.summary import summarise
+    from layerprobe.sweep.loop import write_summary
+    from layerprobe.sweep.timing import apply_timing
 
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:

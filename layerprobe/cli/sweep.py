@@ -16,13 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
 from layerprobe.cli.common import config_hash, load_data_from, load_model_from, plain, run_cli
-from layerprobe.paths import CONF_DIR
+from layerprobe.io.paths import CONF_DIR
 
-log = logging.getLogger("layerprobe.sweep")
+log = logging.getLogger("layerprobe.sweep.loop")
 
 
 def sweep(cfg) -> None:
-    from layerprobe.sweep import run_sweep
+    from layerprobe.sweep.loop import run_sweep
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     data = load_data_from(cfg.data)   # first: a bad data.root should not wait for a 7B checkpoint to load

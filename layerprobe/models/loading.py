@@ -87,7 +87,7 @@ def _resolve_dtype(dtype, device: str):
 
 def _resolve_path(name_or_path: str) -> str:
     if name_or_path == "organism":
-        from layerprobe.paths import PACKAGE_DIR
+        from layerprobe.io.paths import PACKAGE_DIR
 
         name_or_path = str(PACKAGE_DIR / "organism" / "weights")
     path = Path(name_or_path).expanduser()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from layerprobe.errors import ModelError
-from layerprobe.layout import TokenLayout
+from layerprobe.core.layout import TokenLayout
 
 
 class PlantedEdit:
@@ -60,7 +60,7 @@ class PlantedEdit:
 
 def install_planted(loaded, spec: dict) -> PlantedEdit:
     """Make the planted structure part of ``loaded`` for good (through the dispatcher)."""
-    from layerprobe.interventions.dispatch import controller
+    from layerprobe.core.dispatch import controller
 
     n = loaded.num_layers
     bad = [p for p in spec["planted"] if not 0 <= int(p) < n]

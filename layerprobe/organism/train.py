@@ -153,8 +153,8 @@ def _reader_params(layer):
 @torch.no_grad()
 def find_reader(model, batches: Batches, regions, n: int = 256) -> int:
     """The shallow layer whose text->image knockout costs the most: the one that reads."""
-    from layerprobe.interventions.dispatch import _BY_MODEL
-    from layerprobe.interventions.knockout import KnockoutEdit
+    from layerprobe.core.dispatch import _BY_MODEL
+    from layerprobe.core.knockout import KnockoutEdit
 
     ctrl = _BY_MODEL[model]  # installed by train_organism before the reader stage
     accs = []
@@ -226,7 +226,7 @@ def run_steps(model, batches: Batches, steps: int, lr: float, gen: torch.Generat
 
 def train_organism(spec: TrainSpec, out: str | Path | None = None, echo: Callable[[str], None] = print) -> dict:
     """Run the whole recipe; save the organism to ``out`` (if given). Returns the metadata."""
-    from layerprobe.interventions.dispatch import controller
+    from layerprobe.core.dispatch import controller
 
     torch.set_num_threads(spec.threads)
     t0 = time.time()
@@ -309,7 +309,7 @@ def knockout_profile(loaded, n: int = 512, split: str = "test", chunk: int = 256
     """Accuracy of the first answer token on ``split`` at baseline and with text->image knocked
     out at each single layer (through ``layerprobe.knockout``, so the permanent planted mask is
     in force too). ``drops[l]`` = baseline - knocked-out accuracy, in points."""
-    from layerprobe.interventions.knockout import knockout
+    from layerprobe.core.knockout import knockout
 
     batches = Batches(loaded.processor)
     samples, _ = synthetic.load(None, split, n=n)

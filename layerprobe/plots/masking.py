@@ -1,6 +1,6 @@
 """Masking curves: accuracy (with 95% CI) and latency against the knocked-out layer.
 
-    fig = plot_masking_curves(summary)              # summary from layerprobe.summary.summarise
+    fig = plot_masking_curves(summary)              # summary from layerprobe.sweep.summary.summarise
     save_figure(fig, run_dir / "masking_curves")
 """
 

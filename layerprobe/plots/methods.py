@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from layerprobe.interventions.vicrop import grid_region
+from layerprobe.methods.vicrop import grid_region
 
 
 def plot_accuracy_bars(comparison: pd.DataFrame, ax):

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from layerprobe.errors import ConfigError
-from layerprobe.interventions.attention_rows import LastRowRecorder, base_grid_side, visual_distribution
-from layerprobe.interventions.dispatch import controller
+from layerprobe.core.attention_rows import LastRowRecorder, base_grid_side, visual_distribution
+from layerprobe.core.dispatch import controller
 
 GENERIC_PROMPT = "Write a general description of the image."
 RATIOS = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)  # crop sides as multiples of the model's input resolution

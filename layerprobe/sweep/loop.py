@@ -15,16 +15,16 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from layerprobe.engines.conditions import Condition, sweep_conditions
-from layerprobe.engines.naive import NaiveEngine
+from layerprobe.sweep.conditions import Condition, sweep_conditions
+from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.data.batching import chunks, load_images
 from layerprobe.errors import ConfigError
-from layerprobe.metrics import score as score_answer
+from layerprobe.data.metrics import score as score_answer
 from layerprobe.plots.masking import plot_masking_curves
 from layerprobe.plots.save import save_figure
-from layerprobe.results import ResultsWriter, read_results, write_atomic
-from layerprobe.runner import warm_up
-from layerprobe.summary import summarise
+from layerprobe.io.results import ResultsWriter, read_results, write_atomic
+from layerprobe.core.generation import warm_up
+from layerprobe.sweep.summary import summarise
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def make_engine(name: str, edges: str, **opts):
     if name == "naive":
         return NaiveEngine(edges)
     if name == "fast":
-        from layerprobe.engines.fast import FastEngine, fast_engine_reason
+        from layerprobe.sweep.engines.fast import FastEngine, fast_engine_reason
 
         reason = fast_engine_reason(edges)
         if reason is None:
@@ -92,7 +92,7 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", wi
             bar.update(n_batch * len(conditions))
         bar.close()
     if runner.name == "fast" and timing_samples > 0:
-        from layerprobe.timing import measure_condition_latency, read_timing, write_timing
+        from layerprobe.sweep.timing import measure_condition_latency, read_timing, write_timing
 
         if read_timing(run_dir) is None:
             log.info("timing each condition standalone on %d samples", timing_samples)
@@ -110,7 +110,7 @@ class _Missing:
 
 def write_summary(run_dir, title: str | None = None) -> pd.DataFrame:
     """summary.csv and the masking curves, from the results table (and timing.csv if present)."""
-    from layerprobe.timing import apply_timing, read_timing
+    from layerprobe.sweep.timing import apply_timing, read_timing
 
     run_dir = Path(run_dir)
     summary = summarise(read_results(run_dir / "results.jsonl"))

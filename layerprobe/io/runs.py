@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from layerprobe.errors import ConfigError
-from layerprobe.results import read_header, read_results
+from layerprobe.io.results import read_header, read_results
 
 # Data settings that must agree between shards of one benchmark. root and layout may differ
 # (node-local copies of the same files); shared samples are caught by the overlap check instead.

@@ -17,8 +17,8 @@ from typing import Iterable
 import torch
 
 from layerprobe.errors import ConfigError
-from layerprobe.interventions.dispatch import controller
-from layerprobe.layout import EDGE_SETS, TokenLayout
+from layerprobe.core.dispatch import controller
+from layerprobe.core.layout import EDGE_SETS, TokenLayout
 
 
 def check_layers(layers: Iterable[int], num_layers: int, field: str = "layers") -> list[int]:

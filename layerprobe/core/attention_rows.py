@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from layerprobe.errors import ConfigError
-from layerprobe.layout import TokenLayout
+from layerprobe.core.layout import TokenLayout
 
 HEAD_AGGREGATIONS = ("mean", "max", "mass")
 

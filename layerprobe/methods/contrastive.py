@@ -34,8 +34,8 @@ from typing import Any, Mapping
 import torch
 
 from layerprobe.errors import ConfigError, ProfileError
-from layerprobe.interventions.attention_rows import HEAD_AGGREGATIONS, is_prefill, last_row_scores, visual_distribution
-from layerprobe.interventions.dispatch import controller
+from layerprobe.core.attention_rows import HEAD_AGGREGATIONS, is_prefill, last_row_scores, visual_distribution
+from layerprobe.core.dispatch import controller
 
 DEFAULT_SCALE = 0.5  # the paper gives no factor; see docs/methods.md for the sweep behind it
 CONTROLS = (None, "random")
@@ -46,7 +46,7 @@ def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
     """(fusion_layers, post_integrated_layer, review_layer) of a LayerProfile, a mapping, an object
     with those attributes, or a preset name / YAML path; checked against the model."""
     if isinstance(profile, str):
-        from layerprobe.profiles import load_profile
+        from layerprobe.analysis.profiles import load_profile
 
         profile = load_profile(profile, num_layers=num_layers)
     get = profile.get if isinstance(profile, Mapping) else lambda k, d=None: getattr(profile, k, d)

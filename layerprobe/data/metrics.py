@@ -1,6 +1,6 @@
 """The benchmarks' official per-sample metrics, computed as lmms-eval computes them.
 
-    from layerprobe.metrics import score, vqa_accuracy, anls
+    from layerprobe.data.metrics import score, vqa_accuracy, anls
     vqa_accuracy("Two", ["2", "2", "2"] + ["3"] * 7)       # 0.9: three of ten humans agree
     anls("Region based", ["Region-based segmentation"])      # 0.0: below the 0.5 threshold
     score("gqa_accuracy", "Cat.", ["cat"])                   # 1.0

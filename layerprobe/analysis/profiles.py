@@ -20,8 +20,8 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from layerprobe.errors import ProfileError
-from layerprobe.paths import CONF_DIR
-from layerprobe.results import write_atomic
+from layerprobe.io.paths import CONF_DIR
+from layerprobe.io.results import write_atomic
 
 PROFILE_DIR = CONF_DIR / "profile"
 REQUIRED = ("model", "num_layers", "fusion_layers", "review_layer")
@@ -170,7 +170,7 @@ def save_profile(profile: LayerProfile, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = (f"# layer profile for {profile.model} ({profile.num_layers} decoder layers; indices are 0-based)\n"
-            f"# load with layerprobe.profiles.load_profile({str(path)!r}) or profile=<this path>\n")
+            f"# load with layerprobe.analysis.profiles.load_profile({str(path)!r}) or profile=<this path>\n")
     body = yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=None, width=120)
     write_atomic(path, head + body)
     return path

@@ -22,10 +22,10 @@ import time
 import torch
 
 from layerprobe.compat import cache_layer, call_decoder_layer, captured_kwargs, output_cache
-from layerprobe.engines.conditions import Condition
-from layerprobe.interventions.dispatch import controller
-from layerprobe.layout import TokenLayout
-from layerprobe.runner import Answer, _sync, decode_new_tokens, greedy_kwargs
+from layerprobe.sweep.conditions import Condition
+from layerprobe.core.dispatch import controller
+from layerprobe.core.layout import TokenLayout
+from layerprobe.core.generation import Answer, _sync, decode_new_tokens, greedy_kwargs
 
 log = logging.getLogger(__name__)
 FAST_EDGES = ("image->text", "image->last", "image->question")
@@ -75,7 +75,7 @@ class FastEngine:
             if getattr(self, "_warned", None) != reason:
                 log.warning("engine=fast falls back to naive: %s", reason)
                 self._warned = reason
-            from layerprobe.engines.naive import NaiveEngine
+            from layerprobe.sweep.engines.naive import NaiveEngine
 
             return NaiveEngine(self.edges).run_batch(loaded, inputs, conditions, max_new_tokens)
         ctrl = controller(loaded)

@@ -18,11 +18,11 @@ import torch
 from transformers import LogitsProcessorList
 
 from layerprobe.errors import ConfigError
-from layerprobe.interventions.attention_rows import base_grid_side
-from layerprobe.interventions.contrastive import DEFAULT_SCALE, check_options, contrastive_attention, profile_layers
-from layerprobe.interventions.dola import candidate_layers, dola
-from layerprobe.interventions.vicrop import GENERIC_PROMPT, crops_for, relative_attention
-from layerprobe.runner import _PrefillClock, _sync, decode_new_tokens, generate_answers, greedy_kwargs
+from layerprobe.core.attention_rows import base_grid_side
+from layerprobe.methods.contrastive import DEFAULT_SCALE, check_options, contrastive_attention, profile_layers
+from layerprobe.methods.dola import candidate_layers, dola
+from layerprobe.methods.vicrop import GENERIC_PROMPT, crops_for, relative_attention
+from layerprobe.core.generation import _PrefillClock, _sync, decode_new_tokens, generate_answers, greedy_kwargs
 
 
 def _records(answers) -> list[dict]:

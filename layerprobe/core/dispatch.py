@@ -27,7 +27,7 @@ from layerprobe.compat import (
     text_attention,
 )
 from layerprobe.errors import ConfigError
-from layerprobe.layout import TokenLayout
+from layerprobe.core.layout import TokenLayout
 
 PREFIX = "layerprobe_"
 _CONTROLLERS: "weakref.WeakKeyDictionary[torch.nn.Module, Controller]" = weakref.WeakKeyDictionary()
@@ -60,7 +60,7 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     base_name = ctrl.base if ctrl is not None else "sdpa"
     base = _base_function(base_name, module)
     if ctrl is not None and ctrl.shared_prefix is not None:
-        from layerprobe.engines.split_attention import split_attention
+        from layerprobe.sweep.engines.split_attention import split_attention
 
         pre_k, pre_v, pre_mask = ctrl.shared_prefix
         return split_attention(module, query, key, value, attention_mask, pre_k, pre_v, pre_mask,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from layerprobe.engines.conditions import Condition
-from layerprobe.interventions.knockout import knockout
-from layerprobe.runner import Answer, generate_answers
+from layerprobe.sweep.conditions import Condition
+from layerprobe.core.knockout import knockout
+from layerprobe.core.generation import Answer, generate_answers
 
 
 class NaiveEngine:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from layerprobe.engines.naive import NaiveEngine
+from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.errors import DataError
-from layerprobe.results import write_atomic
-from layerprobe.runner import warm_up
+from layerprobe.io.results import write_atomic
+from layerprobe.core.generation import warm_up
 
 TIMING_FILE = "timing.csv"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerprobe.errors import ConfigError
-from layerprobe.interventions.knockout import check_layers
+from layerprobe.core.knockout import check_layers
 
 
 @dataclass(frozen=True)

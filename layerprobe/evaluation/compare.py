@@ -23,10 +23,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from layerprobe.data.batching import chunks, load_images
-from layerprobe.metrics import score as score_answer
-from layerprobe.peak_memory import peak_memory
-from layerprobe.results import ResultsWriter, read_results
-from layerprobe.stats import bootstrap_ci, sign_flip_p
+from layerprobe.data.metrics import score as score_answer
+from layerprobe.evaluation.peak_memory import peak_memory
+from layerprobe.io.results import ResultsWriter, read_results
+from layerprobe.analysis.stats import bootstrap_ci, sign_flip_p
 
 log = logging.getLogger(__name__)
 BASELINE = "vanilla"

@@ -25,10 +25,10 @@ from typing import Any
 import pandas as pd
 
 from layerprobe.errors import ConfigError, DataError, ProfileError
-from layerprobe.profiles import LayerProfile, layerprobe_version, save_profile
-from layerprobe.results import write_atomic
-from layerprobe.runs import merge_runs
-from layerprobe.stats import bh_qvalues, paired_effects
+from layerprobe.analysis.profiles import LayerProfile, layerprobe_version, save_profile
+from layerprobe.io.results import write_atomic
+from layerprobe.io.runs import merge_runs
+from layerprobe.analysis.stats import bh_qvalues, paired_effects
 
 DEFAULTS = dict(alpha=0.05, min_effect=0.02, late_fraction=0.25, min_benchmarks=1, test="mcnemar",
                 correct_threshold=0.5, confidence=0.95, n_resamples=2000, seed=0)

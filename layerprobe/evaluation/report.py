@@ -15,11 +15,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from layerprobe.errors import ConfigError
-from layerprobe.evaluation import BASELINE, collect, compare, flips, paired
-from layerprobe.interventions.attention_rows import base_grid_side
+from layerprobe.evaluation.compare import BASELINE, collect, compare, flips, paired
+from layerprobe.core.attention_rows import base_grid_side
 from layerprobe.plots.methods import attention_heatmap, comparison_figure, flips_gallery, plot_pre_layers
 from layerprobe.plots.save import save_figure
-from layerprobe.results import read_results, write_atomic
+from layerprobe.io.results import read_results, write_atomic
 
 log = logging.getLogger(__name__)
 

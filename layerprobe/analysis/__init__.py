@@ -1,0 +1,1 @@
+"""From results tables to conclusions: paired statistics, layer discovery and layer profiles."""

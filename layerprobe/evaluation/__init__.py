@@ -1,0 +1,1 @@
+"""``layerprobe-eval``'s library: one method over one benchmark, compared against vanilla."""

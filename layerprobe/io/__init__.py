@@ -1,0 +1,1 @@
+"""Everything on disk: results tables, run merging, the resumable batch loop, shipped paths."""

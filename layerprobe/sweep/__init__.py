@@ -1,0 +1,1 @@
+"""``layerprobe-sweep``'s library: conditions, engines, the sweep loop, latency and summaries."""

@@ -23,6 +23,10 @@ SIZES = {"vqav2": 8, "gqa": 7, "textvqa": 4, "okvqa": 5, "vizwiz": 5, "docvqa": 
 BENCHES = list(SIZES)
 
 
+def ids(samples):
+    return [s.sample_id for s in samples]
+
+
 def root(bench, layout):
     return FIXTURE / bench / layout
 
@@ -142,11 +146,37 @@ def test_shards_partition_the_subset():
     (dict(num_shards=2, shard=2), "data.shard"), (dict(layout="hf"), "data.layout"),
     (dict(on_error="ignore"), "data.on_error"), (dict(split="minival"), "known: val, testdev, test"),
     (dict(prompt={"ocr_tokens": True}), "data.prompt.ocr_tokens"),
+    (dict(metric="bleu"), "data.metric='bleu'"), (dict(metric="bleu"), "known: vqa_accuracy, gqa_accuracy, anls"),
+    (dict(max_new_tokens=0), "data.max_new_tokens=0"), (dict(max_new_tokens=2.5), "data.max_new_tokens=2.5"),
+    (dict(max_new_tokens="16"), "data.max_new_tokens='16'"), (dict(max_new_tokens=True), "data.max_new_tokens"),
 ])
 def test_bad_options_are_config_errors(kwargs, fragment):
     with pytest.raises(ConfigError) as err:
         load_benchmark("vqav2", root=root("vqav2", "official"), **kwargs)
     one_line_error(err, fragment)
+
+
+def test_metric_and_max_new_tokens_override_the_benchmark_defaults():
+    default = load_benchmark("docvqa", root=root("docvqa", "parquet"))
+    assert (default.metric, default.max_new_tokens) == ("anls", 32)
+    custom = load_benchmark("docvqa", root=root("docvqa", "parquet"), metric="exact_match", max_new_tokens=5)
+    assert (custom.metric, custom.max_new_tokens) == ("exact_match", 5)
+    assert ids(custom.samples) == ids(default.samples)
+
+
+def test_load_data_from_passes_the_config_through():
+    from layerprobe.cli.common import load_data_from
+
+    cfg = yaml.safe_load((CONF / "gqa.yaml").read_text())
+    cfg.update(root=str(root("gqa", "official")), metric="vqa_accuracy", max_new_tokens=3)
+    data = load_data_from(cfg)
+    assert (data.metric, data.max_new_tokens, len(data.samples)) == ("vqa_accuracy", 3, SIZES["gqa"])
+    cfg.update(metric=None, max_new_tokens=None)  # null: the benchmark's own
+    assert (load_data_from(cfg).metric, load_data_from(cfg).max_new_tokens) == ("gqa_accuracy", 16)
+    for key, value in (("metric", "accuracy"), ("max_new_tokens", -1)):
+        with pytest.raises(ConfigError) as err:
+            load_data_from({**cfg, key: value})
+        one_line_error(err, f"data.{key}={value!r}")
 
 
 def test_unknown_benchmark_lists_the_known_ones():
@@ -167,7 +197,11 @@ def test_root_missing_or_empty_names_the_expected_file(tmp_path):
     one_line_error(err, tmp_path, "TextVQA_0.5.1_val.json", "validation-*.parquet")
     with pytest.raises(DataError) as err:
         load_benchmark("okvqa", root=root("okvqa", "parquet"), layout="official")
-    one_line_error(err, "OpenEnded_mscoco_val2014_questions.json", "official layout")
+    one_line_error(err, root("okvqa", "parquet"), "no OK-VQA files in the official layout",
+                   "OpenEnded_mscoco_val2014_questions.json")
+    with pytest.raises(DataError) as err:
+        load_benchmark("vizwiz", root=root("vizwiz", "official"), layout="parquet")
+    one_line_error(err, "no VizWiz files in the parquet layout", "data/val-*.parquet")
 
 
 def test_malformed_json_names_the_file(copy_of):
@@ -330,10 +364,11 @@ def test_config_files_match_load_benchmark(bench):
     cfg = yaml.safe_load((CONF / f"{bench}.yaml").read_text())
     module = registry.BENCHMARKS[bench]
     assert cfg["root"] == "???" and cfg["name"] == bench
-    assert (cfg.pop("metric"), cfg.pop("max_new_tokens")) == (module.METRIC, module.MAX_NEW_TOKENS)
+    assert (cfg["metric"], cfg["max_new_tokens"]) == (module.METRIC, module.MAX_NEW_TOKENS)
     assert cfg["split"] == module.DEFAULT_SPLIT
     cfg["root"] = str(root(bench, "parquet"))
-    assert len(load_benchmark(**cfg).samples) == SIZES[bench]
+    data = load_benchmark(**cfg)
+    assert (len(data.samples), data.metric, data.max_new_tokens) == (SIZES[bench], module.METRIC, module.MAX_NEW_TOKENS)
 
 
 def test_register_benchmark(monkeypatch):

@@ -13,7 +13,9 @@ from hydra.experimental.callback import Callback
 
 from layerprobe.errors import LayerprobeError
 
-DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt")
+# data.* keys passed to load_benchmark, which checks them; a null value means its default.
+DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt",
+             "metric", "max_new_tokens")
 
 
 def plain(cfg) -> Any:
@@ -39,12 +41,7 @@ def load_data_from(data_cfg):
     from layerprobe.data.registry import load_benchmark
 
     d = plain(data_cfg)
-    data = load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
-    if d.get("max_new_tokens"):
-        data.max_new_tokens = int(d["max_new_tokens"])
-    if d.get("metric"):
-        data.metric = d["metric"]
-    return data
+    return load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
 
 
 def _error_exit(message: str) -> None:

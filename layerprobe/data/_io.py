@@ -1,6 +1,8 @@
-"""Plumbing shared by the benchmark loaders: options, layout detection, JSON, typed record fields.
+"""Plumbing shared by the benchmark loaders: options, where the files are, JSON, typed record fields.
 
     root = benchmark_root("vqav2", "/data/vqav2", expected="v2_OpenEnded_mscoco_val2014_questions.json")
+    found = locate(Layouts("VQAv2", ("v2_OpenEnded_mscoco_val2014_questions.json",), "data", "validation"),
+                   root, layout="auto")    # found.kind: "official" (found.official) or "parquet" (found.files)
     records = Collector(on_error="skip")
     records.run(((Record(item, path, f"questions[{i}]"),) for i, item in enumerate(items)), build)
     samples, skipped = records.result    # skipped: [(sample id or "questions[3]", one-line reason)]
@@ -12,6 +14,7 @@ with 5,000 records finds the bad one without a debugger.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -45,22 +48,69 @@ def benchmark_root(name: str, root: str | Path | None, expected: str) -> Path:
     return path
 
 
-def detect_layout(name: str, root: Path, layout: str, official: Path,
-                  parquet: Callable[[], list[Path]], parquet_pattern: str) -> tuple[str, list[Path]]:
-    """('official', []) or ('parquet', files): what ``layout`` asks for, or for 'auto' what
-    ``root`` holds, the official file winning when both are there."""
+@dataclass(frozen=True)
+class Layouts:
+    """Where one split of a benchmark keeps its files, relative to ``data.root``.
+
+    Official layout: the questions file, the first of ``official`` that exists (the loader then
+    reads the files named next to it). Parquet mirror: ``{folder}/{split}-*.parquet``, or
+    ``{split}-*.parquet`` directly in a root that is itself named ``folder``. Nothing else under
+    the root is looked at, so a folder holding several benchmarks never feeds one benchmark
+    another's files.
+    """
+
+    title: str                   # the benchmark as errors name it, e.g. "VQAv2"
+    official: tuple[str, ...]    # candidate paths of the official questions file
+    folder: str                  # the mirror's folder: "data", or the config name ("DocVQA")
+    split: str                   # the mirror's split name: "validation", "val2014", ...
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.folder}/{self.split}-*.parquet"
+
+    def official_file(self, root: Path) -> Path | None:
+        return next((root / rel for rel in self.official if (root / rel).is_file()), None)
+
+    def parquet_files(self, root: Path) -> list[Path]:
+        return mirror_files(root, self.folder, self.split)
+
+
+def mirror_files(root: Path, folder: str, split: str) -> list[Path]:
+    """``root/folder/{split}-*.parquet`` (or ``root/{split}-*.parquet`` when ``root`` is named
+    ``folder``), in shard order; no other folder is searched."""
+    for place in [root / folder, *([root] if root.name == folder else [])]:
+        files = sorted(place.glob(f"{split}-*.parquet"))
+        if files:
+            return files
+    return []
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str                    # "official" or "parquet"
+    official: Path | None        # the official questions file
+    files: list[Path]            # the parquet mirror's files, in shard order
+
+
+def locate(layouts: Layouts, root: Path, layout: str) -> Found:
+    """The files ``layout`` asks for, or for 'auto' the layout ``root`` holds, the official file
+    winning when both are there; else a one-line DataError naming every path looked for."""
     check_choice("data.layout", layout, LAYOUTS)
-    if layout in ("official", "auto") and official.is_file():
-        return "official", []
-    files = parquet() if layout in ("parquet", "auto") else []
-    if files:
-        return "parquet", files
+    if layout in ("official", "auto"):
+        official = layouts.official_file(root)
+        if official is not None:
+            return Found("official", official, [])
+    if layout in ("parquet", "auto"):
+        files = layouts.parquet_files(root)
+        if files:
+            return Found("parquet", None, files)
+    official = " or ".join(layouts.official)
     if layout == "official":
-        raise DataError(f"{official}: not found ({name}, official layout)")
+        raise DataError(f"{root}: no {layouts.title} files in the official layout (looked for {official})")
     if layout == "parquet":
-        raise DataError(f"{root}: no {parquet_pattern} files ({name}, parquet layout)")
-    raise DataError(f"{root}: holds neither {official.relative_to(root)} (official layout) "
-                    f"nor {parquet_pattern} (parquet mirror) for {name}")
+        raise DataError(f"{root}: no {layouts.title} files in the parquet layout (looked for {layouts.pattern})")
+    raise DataError(f"{root}: no {layouts.title} files (looked for {official} (official layout) "
+                    f"and {layouts.pattern} (parquet mirror))")
 
 
 def find_dir(root: Path, candidates: Iterable[str]) -> Path:

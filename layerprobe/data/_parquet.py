@@ -1,6 +1,6 @@
 """Reading the Hugging Face parquet mirrors (lmms-lab) without holding their images in memory.
 
-    files = split_files(root, "validation")                  # data/validation-0000k-of-0000n.parquet
+    files = _io.mirror_files(root, "data", "validation")     # data/validation-0000k-of-0000n.parquet
     rows = read_rows(files[0], required=("question_id", "question"))   # no image column read
     sample = Sample(rows[0]["question_id"], ParquetImage(files[0], 0), ...)
     samples, skipped = materialize(samples, on_error="raise")   # image -> raw bytes, chosen rows only
@@ -26,14 +26,6 @@ from layerprobe.data.sample import Sample
 from layerprobe.errors import DataError
 
 
-def split_files(root: Path, split: str, config: str | None = None) -> list[Path]:
-    """``{split}-*.parquet`` under ``root`` (any depth, so a Hugging Face cache snapshot works),
-    inside a folder named ``config`` when the mirror has several configs; in shard order."""
-    files = [p for p in root.rglob(f"{split}-*.parquet")
-             if config is None or config in p.relative_to(root).parts[:-1] or root.name == config]
-    return sorted(files, key=lambda p: str(p.relative_to(root)))
-
-
 def _parquet_file(path: Path | str):
     import pyarrow.parquet as pq  # pyarrow only when a parquet mirror is actually read
 
@@ -43,20 +35,27 @@ def _parquet_file(path: Path | str):
         raise DataError(f"{path}: not a readable parquet file: {type(err).__name__}: {err}") from None
 
 
-def read_rows(path: Path, required: tuple[str, ...], image_column: str | None = "image") -> list[dict]:
-    """All columns but the image as Python dicts, one per row; a missing column is a DataError."""
+def read_rows(path: Path, required: tuple[str, ...], image_column: str | None = "image",
+              foreign: tuple[tuple[str, str], ...] = ()) -> list[dict]:
+    """All columns but the image as Python dicts, one per row; a missing column, or a column that
+    marks another benchmark's file (``foreign``: column -> that benchmark), is a DataError."""
     pf = _parquet_file(path)
     names = pf.schema_arrow.names
     for column in (*required, *([image_column] if image_column else [])):
         if column not in names:
             raise DataError(f"{path}: missing column {column!r} (has {', '.join(names)})")
+    for column, other in foreign:
+        if column in names:
+            raise DataError(f"{path}: has column {column!r}, so it is a {other} file; "
+                            "point data.root at this benchmark's own folder")
     return pf.read(columns=[n for n in names if n != image_column]).to_pylist()
 
 
-def parquet_records(files: list[Path], required: tuple[str, ...], image_column: str | None = "image"):
+def parquet_records(files: list[Path], required: tuple[str, ...], image_column: str | None = "image",
+                    foreign: tuple[tuple[str, str], ...] = ()):
     """(Record, ParquetImage or None) for every row of ``files``, in order; errors name file and row."""
     for path in files:
-        for i, row in enumerate(read_rows(path, required, image_column)):
+        for i, row in enumerate(read_rows(path, required, image_column, foreign)):
             yield Record(row, path, f"row {i}"), ParquetImage(str(path), i, image_column) if image_column else None
 
 

@@ -2,7 +2,10 @@
 
     spec = VqaSplit("v2_OpenEnded_mscoco_val2014_questions.json", "v2_mscoco_val2014_annotations.json",
                     images="val2014", parquet="validation")
-    samples, skipped = load_vqa("vqav2", "/data/vqav2", spec, layout="auto", on_error="raise")
+    samples, skipped = load_vqa("vqav2", "VQAv2", "/data/vqav2", spec, layout="auto", on_error="raise")
+
+Official layout: the questions and annotations files in root, images in {images}/ (or
+images/{images}/, or images/). Parquet mirror: data/{parquet}-*.parquet.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Record, benchmark_root, detect_layout, find_dir, json_records
-from layerprobe.data._parquet import parquet_records, split_files
+from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate
+from layerprobe.data._parquet import parquet_records
 from layerprobe.data.sample import Sample
 
 # Annotation fields kept in Sample.extra (per-type accuracy breakdowns need them).
@@ -30,16 +33,19 @@ class VqaSplit:
         return self.annotations is not None
 
 
-def load_vqa(name: str, root, spec: VqaSplit, layout: str, on_error: str):
+def load_vqa(name: str, title: str, root, spec: VqaSplit, layout: str, on_error: str,
+             foreign: tuple[tuple[str, str], ...] = ()):
+    """``name`` as in data=..., ``title`` as the benchmark is written; ``foreign``: columns that
+    mark another benchmark's mirror at the same path (column -> that benchmark)."""
     root = benchmark_root(name, root, spec.questions)
-    kind, files = detect_layout(name, root, layout, root / spec.questions,
-                                lambda: split_files(root, spec.parquet), f"{spec.parquet}-*.parquet")
+    found = locate(Layouts(title, (spec.questions,), "data", spec.parquet), root, layout)
     records = Collector(on_error)
-    if kind == "official":
+    if found.kind == "official":
         _official(root, spec, records)
     else:
         required = ("question_id", "question", *(("answers",) if spec.has_answers else ()))
-        records.run(((rec, image, spec) for rec, image in parquet_records(files, required)), _sample)
+        records.run(((rec, image, spec) for rec, image in parquet_records(found.files, required, foreign=foreign)),
+                    _sample)
     return records.result
 
 

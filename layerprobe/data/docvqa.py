@@ -9,12 +9,13 @@ record names (documents/*.png), relative to root.
 Parquet mirror (lmms-lab/DocVQA, config DocVQA): DocVQA/{validation,test}-*.parquet.
 """
 
-from layerprobe.data._io import Collector, Record, benchmark_root, detect_layout, json_records, pick_split
-from layerprobe.data._parquet import parquet_records, split_files
+from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, json_records, locate, pick_split
+from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
 
 NAME = "docvqa"
+TITLE = "DocVQA"
 METRIC = "anls"
 MAX_NEW_TOKENS = 32
 DEFAULT_SPLIT = "val"
@@ -28,17 +29,14 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
     mirror_split, has_answers = pick_split(NAME, SPLITS, split)
     root = benchmark_root(NAME, root, f"{split}_v1.0_withQT.json")
     # The "withQT" release adds question types; the plain one is otherwise the same.
-    official = root / f"{split}_v1.0_withQT.json"
-    if not official.is_file() and (root / f"{split}_v1.0.json").is_file():
-        official = root / f"{split}_v1.0.json"
-    kind, files = detect_layout(NAME, root, layout, official, lambda: split_files(root, mirror_split, CONFIG),
-                                f"{CONFIG}/{mirror_split}-*.parquet")
+    official = (f"{split}_v1.0_withQT.json", f"{split}_v1.0.json")
+    found = locate(Layouts(TITLE, official, CONFIG, mirror_split), root, layout)
     records = Collector(on_error)
-    if kind == "official":
-        records.run(((rec, has_answers, root) for rec in json_records(official, "data")), _official)
+    if found.kind == "official":
+        records.run(((rec, has_answers, root) for rec in json_records(found.official, "data")), _official)
     else:
-        records.run(((rec, has_answers, image) for rec, image in parquet_records(files, ("questionId", "question"))),
-                    _sample)
+        rows = parquet_records(found.files, ("questionId", "question"))
+        records.run(((rec, has_answers, image) for rec, image in rows), _sample)
     return records.result
 
 

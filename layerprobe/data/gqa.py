@@ -4,20 +4,23 @@
     samples, skipped = gqa.load("/data/gqa", "testdev_balanced")
     samples[0].answers               # ["cat"]: the single answer, as a list like every benchmark
 
-Official layout: {tier}_questions.json (dict questionId -> record) in root, images/{imageId}.jpg.
+Official layout: {tier}_questions.json (dict questionId -> record) in root, images/{imageId}.jpg
+(or {imageId}.jpg in root when there is no images/ folder).
 Parquet mirror (lmms-lab/GQA): two configs joined on imageId == id,
 {tier}_instructions/{split}-*.parquet and {tier}_images/{split}-*.parquet.
 """
 
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Record, benchmark_root, detect_layout, find_dir, pick_split, read_json
-from layerprobe.data._parquet import ParquetImage, parquet_records, read_rows, split_files
+from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, find_dir, locate, mirror_files, pick_split,
+                                 read_json)
+from layerprobe.data._parquet import ParquetImage, parquet_records, read_rows
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
 from layerprobe.errors import DataError
 
 NAME = "gqa"
+TITLE = "GQA"
 METRIC = "gqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "testdev_balanced"
@@ -30,13 +33,10 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
     mirror_split = pick_split(NAME, SPLITS, split)
     questions = f"{split}_questions.json"
     root = benchmark_root(NAME, root, questions)
-    config = f"{split}_instructions"
-    kind, files = detect_layout(NAME, root, layout, root / questions,
-                                lambda: split_files(root, mirror_split, config),
-                                f"{config}/{mirror_split}-*.parquet")
+    found = locate(Layouts(TITLE, (questions,), f"{split}_instructions", mirror_split), root, layout)
     records = Collector(on_error)
-    if kind == "official":
-        path = root / questions
+    if found.kind == "official":
+        path = found.official
         data = read_json(path)
         if not isinstance(data, dict):
             raise DataError(f"{path}: top level must be an object questionId -> question, got {type(data).__name__}")
@@ -45,7 +45,7 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
                      for qid, item in data.items()), _sample)
     else:
         images = _image_index(root, mirror_split, f"{split}_images")
-        rows = parquet_records(files, ("id", "imageId", "question", "answer"), image_column=None)
+        rows = parquet_records(found.files, ("id", "imageId", "question", "answer"), image_column=None)
         records.run(((rec, None, images.get) for rec, _ in rows), _sample)
     return records.result
 
@@ -64,7 +64,7 @@ def _sample(record: Record, question_id, image_of) -> Sample:
 
 def _image_index(root: Path, split: str, config: str) -> dict[str, ParquetImage]:
     """imageId -> where its image is; reads only the id column."""
-    files = split_files(root, split, config)
+    files = mirror_files(root, config, split)
     if not files:
         raise DataError(f"{root}: no {config}/{split}-*.parquet files (the GQA images, joined on imageId)")
     index: dict[str, ParquetImage] = {}

@@ -14,6 +14,7 @@ from layerprobe.data._prompts import unanswerable
 from layerprobe.data._vqa_common import VqaSplit, load_vqa
 
 NAME = "okvqa"
+TITLE = "OK-VQA"
 METRIC = "vqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "val"
@@ -26,7 +27,7 @@ SPLITS = {
 
 
 def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str = "raise"):
-    return load_vqa(NAME, root, pick_split(NAME, SPLITS, split), layout, on_error)
+    return load_vqa(NAME, TITLE, root, pick_split(NAME, SPLITS, split), layout, on_error)
 
 
 def build_prompt(sample) -> str:

@@ -3,7 +3,8 @@
     data = load_benchmark("textvqa", root="/data/textvqa", limit=500, seed=0, num_shards=4, shard=1,
                           prompt={"ocr_tokens": True})
     data.prompt(data.samples[0])     # user text; the model adapter adds the chat template and image
-    data.metric, data.max_new_tokens # "vqa_accuracy", 16
+    data.metric, data.max_new_tokens # "vqa_accuracy", 16: the benchmark's own unless overridden
+    load_benchmark("docvqa", root="/data/docvqa", metric="exact_match", max_new_tokens=64)
     data.skipped                     # [(sample id or record locator, one-line reason), ...]
 
 A benchmark is a module (or object) with NAME, METRIC, MAX_NEW_TOKENS, DEFAULT_SPLIT,
@@ -13,6 +14,10 @@ Subsampling: ``limit`` draws a seeded random subset (``random.Random(seed)``), k
 Sharding happens after subsampling, by position: shard k of n takes samples k, k+n, k+2n, ...,
 so the shards partition the subset, are balanced to within one sample, and do not depend on ids.
 Skipped records are sharded the same way, so each is reported by exactly one shard.
+
+``metric`` (a name in ``layerprobe.data.metrics.METRICS``) and ``max_new_tokens`` (the greedy
+decoding budget) default to the benchmark's METRIC and MAX_NEW_TOKENS; a value given here
+replaces them for the run and is checked here, so a typo fails before any model is loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 from layerprobe.data import docvqa, gqa, okvqa, textvqa, vizwiz, vqav2
 from layerprobe.data._io import LAYOUTS, ON_ERROR, check_choice
 from layerprobe.data._parquet import materialize
+from layerprobe.data.metrics import METRICS
 from layerprobe.data.sample import Sample
 from layerprobe.errors import ConfigError
 
@@ -97,6 +103,16 @@ def _check_selection(limit, num_shards, shard) -> None:
         raise ConfigError(f"data.shard={shard!r}: must be in 0..{num_shards - 1} (num_shards={num_shards})")
 
 
+def _check_decoding(metric, max_new_tokens) -> None:
+    if metric is not None and metric not in METRICS:
+        raise ConfigError(f"data.metric={metric!r}: unknown metric; known: {', '.join(METRICS)} "
+                          "(or null: the benchmark's own)")
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                       or max_new_tokens < 1):
+        raise ConfigError(f"data.max_new_tokens={max_new_tokens!r}: must be a positive integer "
+                          "or null (the benchmark's own)")
+
+
 def subsample(samples: list, limit: int | None, seed: int) -> list:
     """A seeded random subset of size ``limit``, in the original (file) order."""
     if limit is None or limit >= len(samples):
@@ -107,16 +123,18 @@ def subsample(samples: list, limit: int | None, seed: int) -> list:
 
 def load_benchmark(name: str, root=None, split: str | None = None, layout: str = "auto",
                    limit: int | None = None, seed: int = 0, num_shards: int = 1, shard: int = 0,
-                   on_error: str = "raise", prompt: dict | None = None) -> BenchmarkData:
+                   on_error: str = "raise", prompt: dict | None = None, metric: str | None = None,
+                   max_new_tokens: int | None = None) -> BenchmarkData:
     bench = get_benchmark(name)
     check_choice("data.layout", layout, LAYOUTS)
     check_choice("data.on_error", on_error, ON_ERROR)
     _check_selection(limit, num_shards, shard)
+    _check_decoding(metric, max_new_tokens)
     options = dict(prompt or {})
     _check_prompt_options(bench, options)
     samples, skipped = bench.load(root, split or bench.DEFAULT_SPLIT, layout, on_error)
     samples = subsample(samples, limit, seed)[shard::num_shards]
     # Only now are parquet images read (as raw bytes), for the samples this run will use.
     samples, unreadable = materialize(samples, on_error)
-    return BenchmarkData(bench.NAME, bench.METRIC, bench.MAX_NEW_TOKENS, samples,
+    return BenchmarkData(bench.NAME, metric or bench.METRIC, max_new_tokens or bench.MAX_NEW_TOKENS, samples,
                          list(skipped)[shard::num_shards] + unreadable, options, bench)

@@ -5,20 +5,23 @@
     textvqa.build_prompt(samples[0], ocr_tokens=True)   # adds "Reference OCR token: ..." (LLaVA-1.5)
 
 Official layout: TextVQA_0.5.1_{split}.json in root, images in train_images/ (val and train)
-or test_images/; the Rosetta OCR tokens, TextVQA_Rosetta_OCR_v0.2_{split}.json, are optional.
+or test_images/ (or images/train_images/, images/test_images/); the Rosetta OCR tokens,
+TextVQA_Rosetta_OCR_v0.2_{split}.json, are optional.
 Parquet mirror (lmms-lab/textvqa): data/{validation,train,test}-*.parquet (with ocr_tokens).
+VQAv2's mirror uses the same path; its files (they have multiple_choice_answer) are refused.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Record, benchmark_root, detect_layout, find_dir, json_records, pick_split
-from layerprobe.data._parquet import parquet_records, split_files
+from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate, pick_split
+from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
 from layerprobe.errors import ConfigError
 
 NAME = "textvqa"
+TITLE = "TextVQA"
 METRIC = "vqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "val"
@@ -40,17 +43,17 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
     spec = pick_split(NAME, SPLITS, split)
     questions = f"TextVQA_0.5.1_{spec.official}.json"
     root = benchmark_root(NAME, root, questions)
-    kind, files = detect_layout(NAME, root, layout, root / questions,
-                                lambda: split_files(root, spec.parquet), f"{spec.parquet}-*.parquet")
+    found = locate(Layouts(TITLE, (questions,), "data", spec.parquet), root, layout)
     records = Collector(on_error)
-    if kind == "official":
-        path = root / questions
+    if found.kind == "official":
+        path = found.official
         ocr = _rosetta_tokens(root / f"TextVQA_Rosetta_OCR_v0.2_{spec.official}.json", records)
         image_dir = find_dir(root, [spec.images, f"images/{spec.images}"])
         records.run(((rec, spec, image_dir, ocr) for rec in json_records(path, "data")), _sample)
     else:
-        records.run(((rec, spec, image, None)
-                     for rec, image in parquet_records(files, ("question_id", "question", "image_id"))), _sample)
+        rows = parquet_records(found.files, ("question_id", "question", "image_id"),
+                               foreign=(("multiple_choice_answer", "VQAv2"),))
+        records.run(((rec, spec, image, None) for rec, image in rows), _sample)
     return records.result
 
 

@@ -4,18 +4,20 @@
     samples, skipped = vizwiz.load("/data/vizwiz", "val")
     samples[0].sample_id           # "VizWiz_val_00000000": the image name, VizWiz has no question ids
 
-Official layout: Annotations/{split}.json (a list of records) in root, images in {split}/.
+Official layout: Annotations/{split}.json (a list of records; also found as
+annotations/{split}.json or {split}.json in root), images in {split}/ (or images/{split}/).
 Parquet mirror (lmms-lab/VizWiz-VQA): data/{val,train,test}-*.parquet.
 """
 
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Record, benchmark_root, detect_layout, find_dir, json_records, pick_split
-from layerprobe.data._parquet import parquet_records, split_files
+from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate, pick_split
+from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import unanswerable
 from layerprobe.data.sample import Sample
 
 NAME = "vizwiz"
+TITLE = "VizWiz"
 METRIC = "vqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "val"
@@ -25,16 +27,15 @@ SPLITS = {"val": True, "train": True, "test": False}   # split -> has answers
 def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str = "raise"):
     has_answers = pick_split(NAME, SPLITS, split)
     root = benchmark_root(NAME, root, f"Annotations/{split}.json")
-    official = find_dir(root, ["Annotations", "annotations", "."]) / f"{split}.json"
-    kind, files = detect_layout(NAME, root, layout, official,
-                                lambda: split_files(root, split), f"{split}-*.parquet")
+    official = (f"Annotations/{split}.json", f"annotations/{split}.json", f"{split}.json")
+    found = locate(Layouts(TITLE, official, "data", split), root, layout)
     records = Collector(on_error)
-    if kind == "official":
+    if found.kind == "official":
         image_dir = find_dir(root, [split, f"images/{split}"])
-        records.run(((rec, has_answers, image_dir) for rec in json_records(official, None)), _official)
+        records.run(((rec, has_answers, image_dir) for rec in json_records(found.official, None)), _official)
     else:
-        records.run(((rec, has_answers, image) for rec, image in parquet_records(files, ("question_id", "question"))),
-                    _sample)
+        rows = parquet_records(found.files, ("question_id", "question"))
+        records.run(((rec, has_answers, image) for rec, image in rows), _sample)
     return records.result
 
 

@@ -8,8 +8,9 @@
 
 __version__ = "0.1.0"
 
-from layerprobe.methods.contrastive import contrastive_attention  # noqa: E402
+from layerprobe.core.generation import generate_answers  # noqa: E402
 from layerprobe.core.knockout import knockout  # noqa: E402
+from layerprobe.methods.contrastive import contrastive_attention  # noqa: E402
 from layerprobe.models.loading import LoadedModel, load_model  # noqa: E402
 
-__all__ = ["__version__", "contrastive_attention", "knockout", "load_model", "LoadedModel"]
+__all__ = ["__version__", "contrastive_attention", "generate_answers", "knockout", "load_model", "LoadedModel"]

@@ -95,11 +95,11 @@ def test_unsupported_architecture(capsys, tmp_path):
 # -- layers, mask, engine ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, message", [
-    (("layers=[1,4]",), "layers[1]=4: out of range for a 4-layer decoder (0-based: 0..3)"),
+    (("layers=[1,4]",), "layers[1]=4: out of range for a 4-layer decoder (0..3)"),
     (("layers=[-1]",), "layers[0]=-1: out of range for a 4-layer decoder"),
     (("layers=[]",), "layers=[]: the sweep needs at least one layer"),
     (("mask.window=2",), "mask.window=2: must be an odd number"),
-    (("layers=[0]", "engine=turbo"), "engine='turbo': choose 'fast' or 'naive'"),
+    (("layers=[0]", "engine=turbo"), "engine='turbo': choose one of fast, naive"),
     (("layers=[0]", "batch_size=0"), "batch_size=0: must be a positive integer"),
 ], ids=["layer-out-of-range", "negative-layer", "empty-layer-list", "even-window", "unknown-engine", "zero-batch"])
 def test_bad_sweep_option(capsys, tmp_path, overrides, message):

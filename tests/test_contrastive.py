@@ -245,7 +245,7 @@ def test_answers_change_when_suppressing(tiny_models):
 @pytest.mark.parametrize("profile, message", [
     ({"fusion_layers": [2], "review_layer": 28, "post_integrated_layer": 28}, "review_layer=28 must be >"),
     ({"fusion_layers": [2], "review_layer": 40, "post_integrated_layer": 28}, "review_layer=40: out of range"),
-    ({"fusion_layers": [], "review_layer": 29}, "fusion_layers=[]"),
+    ({"fusion_layers": [], "review_layer": 29}, "fusion_layers is empty"),
     ({"fusion_layers": [2, 30], "review_layer": 31, "post_integrated_layer": 29}, "must be < post_integrated_layer"),
     ({"fusion_layers": [-1], "review_layer": 29}, "fusion_layers[0]=-1"),
     ({"num_layers": 40, "fusion_layers": [2], "review_layer": 29}, "num_layers=40 but the model has 32"),

@@ -125,7 +125,7 @@ def test_figures_draw_from_plain_records(tmp_path):
     image = Image.new("RGB", (80, 60), (200, 30, 30))
     maps = {"pre": list(np.linspace(0, 1, 16)), "post": list(np.linspace(1, 0, 16)),
             "contrast": list(np.abs(np.linspace(-1, 1, 16))), "suppressed": [i < 3 for i in range(16)]}
-    fig = attention_heatmap(image, maps, side=4, family="llava", pre_layer=2, post_layer=28, question="what?")
+    fig = attention_heatmap(image, maps, side=4, region=(10, 0, 60, 60), pre_layer=2, post_layer=28, question="what?")
     assert len(fig.axes[3].collections) == 1  # the suppressed tokens' markers
     assert len(fig.axes[3].collections[0].get_offsets()) == 3
     save_figure(fig, tmp_path / "heatmap")

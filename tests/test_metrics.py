@@ -1,4 +1,4 @@
-"""The official metrics on the vectors of BENCHMARKS.md and on the processor's quirks."""
+"""The official metrics on hand-checked vectors and on the answer processor's quirks."""
 
 import math
 

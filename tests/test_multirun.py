@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layerprobe.cli.plot import replot
+from layerprobe.sweep.report import replot
 from layerprobe.analysis.discovery import discover_runs
 from layerprobe.errors import ConfigError
 from layerprobe.io.results import read_results

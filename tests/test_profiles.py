@@ -54,13 +54,13 @@ def _write(tmp_path, **changes) -> Path:
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(fusion_layers=[2, 4, 8, 40]), r"fusion_layers\[3\]=40 out of range for a 32-layer model"),
+    (dict(fusion_layers=[2, 4, 8, 40]), r"fusion_layers\[3\]=40: out of range for a 32-layer decoder"),
     (dict(post_integrated_layer=29), "review_layer=29 must be > post_integrated_layer=29"),
-    (dict(review_layer=32), "review_layer=32 out of range for a 32-layer model"),
+    (dict(review_layer=32), "review_layer=32: out of range for a 32-layer decoder"),
     (dict(fusion_layers=[]), "fusion_layers is empty"),
     (dict(fusion_layers=[2, 28]), r"fusion_layers\[1\]=28 must be < post_integrated_layer=28"),
     (dict(fusion_layers=[2, 2]), r"fusion_layers=\[2, 2\] has a repeated layer"),
-    (dict(fusion_layers=["two"]), r"fusion_layers\[0\]='two' must be a 0-based layer index"),
+    (dict(fusion_layers=["two"]), r"fusion_layers\[0\]='two': must be a 0-based layer index"),
     (dict(fusion_layer=[2]), "unknown key 'fusion_layer'; valid keys: model, num_layers, fusion_layers"),
     (dict(review_layer=...), "missing key 'review_layer'"),
     (dict(num_layers=0), "num_layers=0 must be a positive integer"),
@@ -81,7 +81,7 @@ def test_post_integrated_defaults_to_review_minus_one_and_names_resolve(tmp_path
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ProfileError, match="not valid YAML"):
         load_profile(bad)
-    with pytest.raises(ProfileError, match=r"review_layer=29 out of range for a 24-layer model"):
+    with pytest.raises(ProfileError, match=r"review_layer=29: out of range for a 24-layer decoder \(0\.\.23\)"):
         LayerProfile(model="m", num_layers=24, fusion_layers=[1], review_layer=29).validate()
 
 

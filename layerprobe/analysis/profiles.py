@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from layerprobe.core.layers import layer_index
 from layerprobe.errors import ProfileError
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.io.results import write_atomic
@@ -97,10 +98,7 @@ class LayerProfile:
         depth = self.num_layers
 
         def check_layer(field_name: str, value) -> None:
-            if not is_index(value):
-                fail(f"{field_name}={value!r} must be a 0-based layer index")
-            if not 0 <= value < depth:
-                fail(f"{field_name}={value} out of range for a {depth}-layer model (0..{depth - 1})")
+            layer_index(f"profile {self.name}: {field_name}", value, depth, error=ProfileError)
 
         if not isinstance(self.fusion_layers, (list, tuple)):
             fail(f"fusion_layers={self.fusion_layers!r} must be a list of layer indices")

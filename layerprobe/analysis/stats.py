@@ -52,15 +52,16 @@ def _value_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values, counts
 
 
-def bootstrap_ci(differences, confidence: float = 0.95, n_resamples: int = 2000,
+def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000,
                  seed=0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of paired differences.
+    """Percentile bootstrap CI of the mean of ``values`` (per-sample scores, or paired
+    differences); seeded, and independent of the order of the values (merged shards, resumed runs).
 
     Resampling n items with replacement is a multinomial draw over the distinct values, and VQA
     score differences take only a handful of values, so this draws (n_resamples x k) counts
     instead of (n_resamples x n) indices: the same bootstrap distribution at a fraction of the cost.
     """
-    d = np.asarray(differences, dtype=float)
+    d = np.asarray(values, dtype=float)
     if d.size == 0 or n_resamples <= 0:
         return float("nan"), float("nan")
     values, counts = _value_counts(d)
@@ -115,31 +116,40 @@ def _row_seed(seed: int, benchmark: str, layer: int) -> list[int]:
     return [int(seed), zlib.crc32(str(benchmark).encode()), int(layer)]
 
 
-def paired_pairs(table: pd.DataFrame) -> pd.DataFrame:
-    """Knockout rows joined to the same sample's baseline: benchmark, sample_id, layer,
-    baseline_score, knockout_score. Skipped or unscored rows and unpaired samples are left out."""
+def scored_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a score that were not skipped."""
+    t = table[table["score"].notna()] if "score" in table else table.iloc[:0]
+    return t[t["skipped"].isna()] if "skipped" in t else t
+
+
+def pair_with_baseline(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Every scored row of another condition joined to the scored ``baseline`` row of the same
+    (benchmark, sample): benchmark, sample_id, condition, layer, base_score, score,
+    base_prediction, prediction. Samples without both rows are left out; a sample with two rows
+    of one (condition, layer) is a DataError. The one pairing behind the sweep's per-layer tests
+    and the eval comparison."""
     missing = {"benchmark", "sample_id", "condition", "layer", "score"} - set(table.columns)
     if missing:
         raise DataError(f"results table lacks column(s) {sorted(missing)}")
-    scored = table[table["score"].notna()]
-    if "skipped" in scored:
-        scored = scored[scored["skipped"].isna()]
+    scored = scored_rows(table)
     keys = ["benchmark", "sample_id"]
-    baseline = scored[scored["condition"] == "baseline"]
-    duplicated = baseline.duplicated(keys)
-    if duplicated.any():
-        b, s = baseline.loc[duplicated, keys].iloc[0]
-        raise DataError(f"benchmark {b}: sample {s} has more than one baseline row")
-    knockout = scored[(scored["condition"] == "knockout") & scored["layer"].notna()]
-    duplicated = knockout.duplicated(keys + ["layer"])
-    if duplicated.any():
-        b, s, l = knockout.loc[duplicated, keys + ["layer"]].iloc[0]
-        raise DataError(f"benchmark {b}: sample {s} has more than one knockout row at layer {l}")
-    pairs = knockout[keys + ["layer", "score"]].merge(
-        baseline[keys + ["score"]], on=keys, suffixes=("_knockout", "_baseline"))
-    pairs = pairs.rename(columns={"score_knockout": "knockout_score", "score_baseline": "baseline_score"})
-    pairs["layer"] = pairs["layer"].astype(int)
-    return pairs
+    for part, cols in ((scored[scored["condition"] == baseline], keys),
+                       (scored[scored["condition"] != baseline], keys + ["condition", "layer"])):
+        duplicated = part.duplicated(cols)
+        if duplicated.any():
+            first = part.loc[duplicated].iloc[0]
+            where = "" if cols == keys else f" {first['condition']}" + (
+                "" if pd.isna(first["layer"]) else f" at layer {first['layer']}")
+            raise DataError(f"benchmark {first['benchmark']}: sample {first['sample_id']} has more than one"
+                            f"{where or ' ' + baseline} row")
+    base = scored[scored["condition"] == baseline]
+    other = scored[scored["condition"] != baseline]
+    if "prediction" not in scored:
+        base, other = base.assign(prediction=None), other.assign(prediction=None)
+    pairs = other[keys + ["condition", "layer", "score", "prediction"]].merge(
+        base[keys + ["score", "prediction"]].rename(columns={"score": "base_score", "prediction": "base_prediction"}),
+        on=keys)
+    return pairs.astype({"score": float, "base_score": float})
 
 
 def paired_effects(table: pd.DataFrame, test: str = "mcnemar", correct_threshold: float = 0.5,
@@ -152,7 +162,10 @@ def paired_effects(table: pd.DataFrame, test: str = "mcnemar", correct_threshold
         raise ConfigError(f"test={test!r}: expected one of {', '.join(TESTS)}")
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence={confidence}: expected a value in (0, 1)")
-    pairs = paired_pairs(table)
+    pairs = pair_with_baseline(table, "baseline")
+    pairs = pairs[(pairs["condition"] == "knockout") & pairs["layer"].notna()].rename(
+        columns={"score": "knockout_score", "base_score": "baseline_score"})
+    pairs["layer"] = pairs["layer"].astype(int)
     pairs["diff"] = pairs["baseline_score"] - pairs["knockout_score"]
     base_ok = pairs["baseline_score"] >= correct_threshold
     knock_ok = pairs["knockout_score"] >= correct_threshold

@@ -11,7 +11,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from layerprobe.errors import LayerprobeError
+from layerprobe.errors import ConfigError, LayerprobeError
 
 # data.* keys passed to load_benchmark, which checks them; a null value means its default.
 DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt",
@@ -42,6 +42,24 @@ def load_data_from(data_cfg):
 
     d = plain(data_cfg)
     return load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
+
+
+def run_options(cfg, valid: set[str]) -> tuple[dict, list[str]]:
+    """(options, run directories) of a command that reads sweep runs (plot, discover); an unknown
+    option or a missing ``run`` is a ConfigError."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    unknown = set(cfg) - valid - {"run"}
+    if unknown:
+        raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: run, {', '.join(sorted(valid))}")
+    runs = cfg.get("run")
+    if not runs:
+        raise ConfigError("run: give a sweep run directory, or a list: 'run=[a,b]'")
+    # Hydra reads run=123 as a number: paths are strings whatever they look like
+    return cfg, [str(r) for r in runs] if isinstance(runs, (list, tuple)) else [str(runs)]
 
 
 def _error_exit(message: str) -> None:

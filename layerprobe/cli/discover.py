@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from layerprobe.cli.common import run_cli
+from layerprobe.cli.common import run_cli, run_options
 from layerprobe.analysis.discovery import DEFAULTS, DiscoverOutput, discover_runs
-from layerprobe.errors import ConfigError, ProfileError
+from layerprobe.errors import ProfileError
 from layerprobe.io.paths import CONF_DIR
 
 OPTIONS = set(DEFAULTS) | {"num_layers", "review_layer", "post_integrated_layer"}
@@ -25,17 +25,7 @@ OPTIONS = set(DEFAULTS) | {"num_layers", "review_layer", "post_integrated_layer"
 def run_discover(cfg: Mapping[str, Any] | DictConfig) -> DiscoverOutput:
     """Discover and write the outputs; prints the summary. Raises ProfileError (after writing the
     evidence and figure) when the result cannot be a profile."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
-    unknown = set(cfg) - OPTIONS - {"run", "out", "figure"}
-    if unknown:
-        raise ConfigError(f"unknown option(s) {sorted(unknown)}; valid: run, out, figure, {', '.join(sorted(OPTIONS))}")
-    runs = cfg.get("run")
-    if not runs:
-        raise ConfigError("run: give a sweep run directory, or a list: 'run=[a,b]'")
-    # Hydra reads run=123 as a number: paths are strings whatever they look like
-    runs = [str(r) for r in runs] if isinstance(runs, (list, tuple)) else str(runs)
+    cfg, runs = run_options(cfg, OPTIONS | {"out", "figure"})
     options = {k: v for k, v in cfg.items() if k in OPTIONS}
     result = discover_runs(runs, out=cfg.get("out"), figure=cfg.get("figure", True), **options)
     print(result.discovery.summary())

@@ -40,7 +40,7 @@ def _profile(cfg, loaded):
 
 
 def evaluate(cfg) -> None:
-    from layerprobe.evaluation.compare import run_method
+    from layerprobe.evaluation.run import run_method
     from layerprobe.methods.registry import make_method
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -58,19 +58,16 @@ def evaluate(cfg) -> None:
     log.info("%s on %s (%d samples) with %s, run dir %s", name, data.name, len(data.samples), loaded.name, run_dir)
     run_method(loaded, data, method, run_dir, header, batch_size=cfg.batch_size,
                on_error=cfg.data.get("on_error", "raise"), memory_pass=cfg.memory_pass,
-               maps_samples=cfg.maps_samples if name == "contrastive" else 0, progress=cfg.progress,
-               label=cfg.label)
-    report(Path(cfg.eval_dir), run_dir, loaded, data, name, profile, cfg)
+               maps_samples=cfg.maps_samples, progress=cfg.progress, label=cfg.label)
+    report(Path(cfg.eval_dir), run_dir, loaded, data, method, cfg)
 
 
-def report(eval_dir: Path, run_dir: Path, loaded, data, name: str, profile, cfg) -> None:
-    from layerprobe.evaluation.report import write_galleries, write_heatmaps, write_tables
-    from layerprobe.methods.contrastive import profile_layers
+def report(eval_dir: Path, run_dir: Path, loaded, data, method, cfg) -> None:
+    from layerprobe.evaluation.report import write_galleries, write_tables
 
     comparison, table = write_tables(eval_dir, title=f"{loaded.name}: methods vs vanilla")
     write_galleries(table, data, eval_dir / data.name, cfg.gallery_examples)
-    if name == "contrastive" and cfg.heatmaps:
-        write_heatmaps(run_dir, loaded, data, profile_layers(profile, loaded.num_layers)[1], cfg.heatmaps)
+    method.draw(run_dir, loaded, data, cfg.heatmaps)
     log.info("comparison:\n%s", comparison.to_string(index=False))
 
 

@@ -90,19 +90,3 @@ class LastRowRecorder:
         if is_prefill(layout, q_pos):
             self.scores[layer] = last_row_scores(module, query, key)
             self.layout = layout
-
-
-GRID_FAMILIES = ("llava", "llava_next", "llava_onevision")
-
-
-def base_grid_side(loaded) -> int:
-    """Side of the square patch grid of one base image (24 for LLaVA at 336 px / patch 14): the
-    first side**2 visual tokens of a sample (LLaVA-1.6 and OneVision put their base image before
-    the tiles). Other families lay their visual tokens out differently: ConfigError."""
-    family = loaded.adapter.family
-    vision = getattr(loaded.model.config, "vision_config", None)
-    size, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
-    if family not in GRID_FAMILIES or not isinstance(size, int) or not isinstance(patch, int):
-        raise ConfigError(f"model family {family!r}: no square base grid of visual tokens known to layerprobe "
-                          f"(ViCrop and attention heatmaps support {', '.join(GRID_FAMILIES)})")
-    return size // patch

@@ -59,12 +59,8 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     ctrl = _CONTROLLERS.get(module)
     base_name = ctrl.base if ctrl is not None else "sdpa"
     base = _base_function(base_name, module)
-    if ctrl is not None and ctrl.shared_prefix is not None:
-        from layerprobe.sweep.engines.split_attention import split_attention
-
-        pre_k, pre_v, pre_mask = ctrl.shared_prefix
-        return split_attention(module, query, key, value, attention_mask, pre_k, pre_v, pre_mask,
-                               kwargs.get("scaling", module.scaling))
+    if ctrl is not None and ctrl.override is not None:
+        return ctrl.override(module, query, key, value, attention_mask, **kwargs)
     if ctrl is None or not ctrl.busy or ctrl.passing_through:
         return base(module, query, key, value, attention_mask, **kwargs)
     layer = ctrl.layer_of[module]
@@ -91,9 +87,7 @@ def _materialise(mask, layout: TokenLayout, q_pos, dtype, base_name) -> torch.Te
     """A 4D mask for this call; SDPA's causal fast path passes None, flash a 2D padding mask."""
     if mask is not None and mask.dim() == 4:
         return mask
-    kv = torch.arange(layout.length, device=q_pos.device)
-    allowed = (kv[None, :] <= q_pos[:, None])[None] & layout.valid[:, None, :]
-    allowed = allowed[:, None]
+    allowed = layout.allowed(q_pos)[:, None]
     if base_name == "eager":
         zero = torch.zeros((), dtype=dtype, device=q_pos.device)
         return torch.where(allowed, zero, torch.finfo(dtype).min)
@@ -124,7 +118,8 @@ class Controller:
         self._layout: TokenLayout | None = None
         self._pending: tuple | None = None  # (input_ids, attention_mask) of a forward not yet placed
         self.passing_through = False
-        self.shared_prefix = None  # (keys, values, mask) shared by stacked variants: fast engine
+        # replaces the whole attention call while set (the fast sweep engine's shared prefix)
+        self.override: Callable | None = None
         for module in self.layer_of:
             _CONTROLLERS[module] = self
 
@@ -182,6 +177,17 @@ class Controller:
             yield
         finally:
             self.passing_through = False
+
+    @contextlib.contextmanager
+    def overriding(self, attention: Callable):
+        """Every attention call inside runs ``attention(module, query, key, value, mask, **kwargs)``
+        instead of the stock function: for engines that compute attention their own way over
+        states they hold (the fast sweep engine's prefix shared by many variants)."""
+        self.override = attention
+        try:
+            yield
+        finally:
+            self.override = None
 
     def add_permanent(self, edit: MaskEdit) -> None:
         """A structural mask that is part of the model (the organism's planted layers)."""

@@ -5,6 +5,9 @@ total latency, synchronised on CUDA, warm-up excluded by the caller running :fun
     warm_up(loaded, inputs)
     answers = generate_answers(loaded, inputs, max_new_tokens=16)
     answers[0].text, answers[0].prefill_s, answers[0].total_s, answers[0].n_tokens
+    generate_answers(loaded, inputs, 16, logits_processor=LogitsProcessorList([proc]))   # extra generate() kwargs
+
+``prefill_s`` and ``total_s`` are wall-clock seconds of the whole batch's call.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ class Answer:
     total_s: float
     n_tokens: int
 
+    def record(self) -> dict:
+        """The fields of a results row this answer fills."""
+        return {"prediction": self.text, "prefill_s": self.prefill_s, "total_s": self.total_s,
+                "n_tokens": self.n_tokens}
 
-def _sync(device: torch.device) -> None:
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock time covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -37,7 +46,7 @@ class _PrefillClock:
 
     def _hook(self, module, args, output):
         if self.prefill_s is None:
-            _sync(self.device)
+            sync(self.device)
             self.prefill_s = time.perf_counter() - self.start
 
     def close(self):
@@ -70,16 +79,18 @@ def decode_new_tokens(loaded, new_tokens: torch.Tensor) -> tuple[list[str], list
 
 
 @torch.no_grad()
-def generate_answers(loaded, inputs: dict, max_new_tokens: int) -> list[Answer]:
+def generate_answers(loaded, inputs: dict, max_new_tokens: int, **generate_kwargs) -> list[Answer]:
+    """Greedy answers of one batch; ``generate_kwargs`` go to ``model.generate`` as well (a logits
+    processor, for example)."""
     device = loaded.device
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     clock = _PrefillClock(loaded.model, start)
     try:
-        out = loaded.model.generate(**inputs, **greedy_kwargs(loaded, max_new_tokens))
+        out = loaded.model.generate(**inputs, **greedy_kwargs(loaded, max_new_tokens), **generate_kwargs)
     finally:
         clock.close()
-    _sync(device)
+    sync(device)
     total = time.perf_counter() - start
     texts, counts = decode_new_tokens(loaded, out[:, inputs["input_ids"].shape[1]:])
     prefill = clock.prefill_s if clock.prefill_s is not None else total

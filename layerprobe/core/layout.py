@@ -21,6 +21,12 @@ from layerprobe.errors import ConfigError
 EDGE_SETS = ("image->text", "image->last", "image->question")
 
 
+def check_edges(edges: str) -> str:
+    if edges not in EDGE_SETS:
+        raise ConfigError(f"edges={edges!r}: unknown edge set; choose one of {', '.join(EDGE_SETS)}")
+    return edges
+
+
 @dataclass
 class TokenLayout:
     valid: torch.Tensor  # (B, T) not padding
@@ -78,15 +84,26 @@ class TokenLayout:
         """Post-image prompt text except the last prompt token."""
         return self.text_after & ~self.generated & ~self.last_prompt
 
+    def allowed(self, q_pos: torch.Tensor) -> torch.Tensor:
+        """(B, q, kv) bool: what queries at ``q_pos`` may attend to without any edit (causal, no
+        padding keys)."""
+        kv = self.positions.to(q_pos.device)
+        return (kv[None, :] <= q_pos[:, None])[None] & self.valid[:, None, :]
+
+    def blocked_by(self, edges: str, q_pos: torch.Tensor) -> torch.Tensor:
+        """(B, q, kv) bool: the (query, key) pairs an ``edges`` knockout removes for queries at
+        ``q_pos``: its query positions against every visual key. The one definition of a knockout,
+        used by the dispatcher and by the fast sweep engine alike."""
+        return self.queries(edges)[:, q_pos][:, :, None] & self.visual[:, None, :]
+
     def queries(self, edges: str) -> torch.Tensor:
         """(B, T) positions whose attention to visual keys an edge set blocks."""
+        check_edges(edges)
         if edges == "image->text":
             return self.text_after
         if edges == "image->last":
             return (self.last_prompt | self.generated) & self.text_after
-        if edges == "image->question":
-            return self.question
-        raise ConfigError(f"edges={edges!r}: unknown edge set; choose one of {', '.join(EDGE_SETS)}")
+        return self.question
 
     def extend(self, n_new: int, attention_mask=None) -> "TokenLayout":
         """The layout after ``n_new`` more tokens (generated ones unless still inside the prompt)."""

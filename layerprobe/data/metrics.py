@@ -74,7 +74,7 @@ _PERIOD_COUNT = int(re.UNICODE)
 
 
 def normalize_answer(text: str) -> str:
-    """The EvalAI/MMF answer processor (steps 1-5 of BENCHMARKS.md), for predictions and answers."""
+    """The EvalAI/MMF answer processor (lowercase, punctuation, digits, articles, contractions: vqaEval.py's order), for predictions and answers."""
     text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
     text = text.replace("\n", " ").replace("\t", " ").strip()
     text = _split_or_join_punctuation(text)

@@ -3,26 +3,20 @@ heatmaps, the benchmark's images): what ``layerprobe-eval`` refreshes after ever
 
     comparison, table = write_tables("runs/eval/organism")     # comparison.{csv,md,png,pdf}, flips.csv, pre_layers
     write_galleries(table, data, Path("runs/eval/organism/organism"), n_examples=8)
-    write_heatmaps(run_dir, loaded, data, post_layer=28, n=4)   # needs rows written with keep_maps
+    method.draw(run_dir, loaded, data, n=4)                     # the method's own per-sample figures
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from layerprobe.errors import ConfigError
 from layerprobe.evaluation.compare import BASELINE, collect, compare, flips, paired
-from layerprobe.core.attention_rows import base_grid_side
 from layerprobe.plots.methods import attention_heatmap, comparison_figure, flips_gallery, plot_pre_layers
 from layerprobe.plots.save import save_figure
-from layerprobe.io.results import read_results, write_atomic
-
-log = logging.getLogger(__name__)
-
+from layerprobe.io.results import write_atomic
 
 def _markdown(table: pd.DataFrame) -> str:
     try:
@@ -64,22 +58,3 @@ def write_galleries(table: pd.DataFrame, data, bench_dir, n_examples: int) -> No
         if picked:
             save_figure(flips_gallery(picked, title=f"{method} vs vanilla on {data.name}: fixed and broken"),
                         Path(bench_dir) / f"flips_{method}")
-
-
-def write_heatmaps(run_dir, loaded, data, post_layer: int, n: int) -> None:
-    """``heatmap_<sample>.png`` for the first ``n`` rows of a contrastive run that kept maps."""
-    try:
-        side = base_grid_side(loaded)
-    except ConfigError as err:
-        log.warning("no heatmaps: %s", err)
-        return
-    rows = read_results(run_dir)
-    with_maps = rows[rows["maps"].notna()] if "maps" in rows else rows.iloc[:0]
-    by_id = {str(s.sample_id): s for s in data.samples}
-    for _, row in with_maps.head(n).iterrows():
-        sample = by_id.get(row["sample_id"])
-        if sample is None:
-            continue
-        fig = attention_heatmap(sample.load_image(), row["maps"], side, loaded.adapter.family,
-                                int(row["pre_layer"]), post_layer, data.prompt(sample))
-        save_figure(fig, Path(run_dir) / f"heatmap_{row['sample_id']}")

@@ -158,6 +158,13 @@ def read_results(path: str | Path) -> pd.DataFrame:
     return table
 
 
+def per_sample_seconds(rows: pd.DataFrame, column: str) -> pd.Series:
+    """Seconds per sample: a row's ``column`` (``prefill_s``/``total_s``, wall time of the whole
+    batch it was answered in) divided by that batch's size. Every latency layerprobe reports
+    (summaries, masking curves, the eval comparison) is per sample."""
+    return rows[column] / rows["batch_size"] if "batch_size" in rows else rows[column]
+
+
 def write_atomic(path: str | Path, text: str | bytes) -> None:
     """Write a summary/profile so that a crash leaves the old file or the new one, never half."""
     path = Path(path)

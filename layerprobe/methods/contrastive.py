@@ -17,7 +17,7 @@ In the prefill call only:
 Decode steps run on the cache as it is. ``scale=1.0`` leaves logits bit-identical to plain generation.
 
 Pre-norm decoders (Llama, Mistral) normalise a token's hidden state before its keys and values, so
-scaling it (``target="hidden"``, the issue's definition) leaves the review layer's own attention
+scaling it (``target="hidden"``, the suppression as the article words it) leaves the review layer's own attention
 unchanged (to RMSNorm's eps) unless ``scale=0``: the change travels in the residual stream to the
 layers after it. ``target="values"`` scales the suppressed tokens' value states at the review layer
 instead (in prefill; decode steps read them from the cache), which does act at that layer.
@@ -29,14 +29,21 @@ uniformly random visual tokens (seeded) as the contrast rule would have.
 from __future__ import annotations
 
 import contextlib
+import logging
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from layerprobe.errors import ConfigError, ProfileError
+from layerprobe.analysis.profiles import LayerProfile, load_profile
+from layerprobe.core.layers import layer_index
+from layerprobe.core.generation import generate_answers
+from layerprobe.errors import ConfigError
+from layerprobe.methods.base import Method, answer_records
 from layerprobe.core.attention_rows import HEAD_AGGREGATIONS, is_prefill, last_row_scores, visual_distribution
 from layerprobe.core.dispatch import controller
 
+log = logging.getLogger(__name__)
 DEFAULT_SCALE = 0.5  # the paper gives no factor; see docs/methods.md for the sweep behind it
 CONTROLS = (None, "random")
 TARGETS = ("hidden", "values")
@@ -44,35 +51,15 @@ TARGETS = ("hidden", "values")
 
 def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
     """(fusion_layers, post_integrated_layer, review_layer) of a LayerProfile, a mapping, an object
-    with those attributes, or a preset name / YAML path; checked against the model."""
-    if isinstance(profile, str):
-        from layerprobe.analysis.profiles import load_profile
-
-        profile = load_profile(profile, num_layers=num_layers)
-    get = profile.get if isinstance(profile, Mapping) else lambda k, d=None: getattr(profile, k, d)
-    fusion, review, post = get("fusion_layers"), get("review_layer"), get("post_integrated_layer")
-    declared = get("num_layers")
-    if declared is not None and declared != num_layers:
-        raise ProfileError(f"profile num_layers={declared} but the model has {num_layers} decoder layers")
-    if post is None and isinstance(review, int):
-        post = review - 1
-
-    def index(name, value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProfileError(f"profile {name}={value!r}: must be a 0-based layer index")
-        if not 0 <= value < num_layers:
-            raise ProfileError(f"profile {name}={value}: out of range for a {num_layers}-layer decoder (0..{num_layers - 1})")
-        return value
-
-    if not isinstance(fusion, (list, tuple)) or not fusion:
-        raise ProfileError(f"profile fusion_layers={fusion!r}: needs at least one layer index")
-    fusion = sorted({index(f"fusion_layers[{i}]", f) for i, f in enumerate(fusion)})
-    review, post = index("review_layer", review), index("post_integrated_layer", post)
-    if review <= post:
-        raise ProfileError(f"profile review_layer={review} must be > post_integrated_layer={post}")
-    if fusion[-1] >= post:
-        raise ProfileError(f"profile fusion_layers={fusion}: every fusion layer must be < post_integrated_layer={post}")
-    return fusion, post, review
+    with those attributes, or a preset name / YAML path, validated against the model by
+    ``LayerProfile.validate``. A bare mapping of layers (no ``model``/``num_layers``) is taken to
+    be for this model."""
+    if not isinstance(profile, (str, Path, LayerProfile)):
+        get = profile.get if isinstance(profile, Mapping) else lambda k, d=None: getattr(profile, k, d)
+        values = {k: get(k) for k in LayerProfile.keys() if get(k) is not None}
+        profile = {"model": "given", "num_layers": num_layers, **values}
+    checked = load_profile(profile, num_layers=num_layers)
+    return sorted(checked.fusion_layers), checked.post_integrated_layer, checked.review_layer
 
 
 def hellinger(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -218,9 +205,8 @@ def contrastive_attention(loaded, profile, percentile: float = 20, scale: float 
     """Apply contrastive attention to every prefill inside the context; see the module docstring."""
     check_options(percentile, scale, heads, control, target)
     fusion, post, review = profile_layers(profile, loaded.num_layers)
-    if pre_layer is not None and (isinstance(pre_layer, bool) or not isinstance(pre_layer, int)
-                                  or not 0 <= pre_layer < post):
-        raise ConfigError(f"pre_layer={pre_layer!r}: must be a layer index below post_integrated_layer={post}")
+    if pre_layer is not None:
+        pre_layer = layer_index("pre_layer", pre_layer, loaded.num_layers, below=post)
     state = ContrastiveAttention(loaded, fusion, post, review, percentile, scale, heads, pre_layer,
                                  control, seed, keep_maps, target)
     layer = loaded.decoder_layers[review]
@@ -236,3 +222,72 @@ def contrastive_attention(loaded, profile, percentile: float = 20, scale: float 
     finally:
         for h in handles:
             h.remove()
+
+
+class Contrastive(Method):
+    """Contrastive attention as a ``layerprobe-eval`` method; records carry its per-sample choices,
+    and the maps of the first ``keep_maps_for`` samples feed the Figure-1-style heatmaps."""
+
+    name = "contrastive"
+
+    def __init__(self, profile=None, percentile: float = 20, scale: float = DEFAULT_SCALE, heads: str = "mean",
+                 pre_layer: int | None = None, control: str | None = None, seed: int = 0, target: str = "hidden"):
+        if profile is None:
+            raise ConfigError("method contrastive needs a layer profile (profile=<preset name or YAML path>)")
+        check_options(percentile, scale, heads, control, target)
+        self.profile = profile
+        self.options = dict(percentile=percentile, scale=scale, heads=heads, pre_layer=pre_layer,
+                            control=control, seed=seed, target=target)
+        self._maps_left, self._maps_ids = 0, set()
+
+    def check(self, loaded) -> None:
+        profile_layers(self.profile, loaded.num_layers)
+
+    def keep_maps_for(self, n_samples: int) -> None:
+        self._maps_left, self._maps_ids = n_samples, set()
+
+    def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
+        # the first samples seen keep their maps; a repeated call on them (a warm-up) keeps them too
+        ids = [str(s.sample_id) for s in samples] if samples is not None else [str(i) for i in range(len(texts))]
+        for sid in ids:
+            if sid not in self._maps_ids and self._maps_left > 0:
+                self._maps_ids.add(sid)
+                self._maps_left -= 1
+        keep = any(sid in self._maps_ids for sid in ids)
+        inputs = loaded.encode(images, texts)
+        with contrastive_attention(loaded, self.profile, keep_maps=keep, **self.options) as ca:
+            answers = generate_answers(loaded, inputs, max_new_tokens)
+        records = []
+        for sid, r, rec in zip(ids, answer_records(answers), ca.records):
+            if sid not in self._maps_ids:
+                rec.pop("maps", None)
+            records.append({**r, **rec})
+        return records
+
+    def draw(self, run_dir, loaded, data, n: int) -> list:
+        """``heatmap_<sample>.png/.pdf`` for the first ``n`` rows of the run that kept maps."""
+        from layerprobe.io.results import read_results
+        from layerprobe.plots.methods import attention_heatmap
+        from layerprobe.plots.save import save_figure
+
+        if n <= 0:
+            return []
+        try:
+            side = loaded.adapter.base_grid_side(loaded.model)
+        except ConfigError as err:
+            log.warning("no heatmaps: %s", err)
+            return []
+        post = profile_layers(self.profile, loaded.num_layers)[1]
+        rows = read_results(run_dir)
+        with_maps = rows[rows["maps"].notna()] if "maps" in rows else rows.iloc[:0]
+        by_id = {str(s.sample_id): s for s in data.samples}
+        written = []
+        for _, row in with_maps.head(n).iterrows():
+            sample = by_id.get(row["sample_id"])
+            if sample is None:
+                continue
+            image = sample.load_image()
+            fig = attention_heatmap(image, row["maps"], side, loaded.adapter.grid_region(image),
+                                    int(row["pre_layer"]), post, data.prompt(sample))
+            written += save_figure(fig, Path(run_dir) / f"heatmap_{row['sample_id']}")
+        return written

@@ -20,9 +20,12 @@ import contextlib
 import math
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
+from layerprobe.core.generation import generate_answers
+from layerprobe.core.layers import layer_list
 from layerprobe.errors import ConfigError, ModelError
+from layerprobe.methods.base import Method, answer_records
 
 
 def candidate_layers(spec, num_layers: int) -> list[int]:
@@ -31,10 +34,8 @@ def candidate_layers(spec, num_layers: int) -> list[int]:
     if spec == "high":
         return list(range(num_layers // 2 - 1, num_layers - 1, 2))
     if isinstance(spec, (list, tuple)) and spec:
-        bad = [x for x in spec if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < num_layers - 1]
-        if bad:
-            raise ConfigError(f"dola layers={list(spec)}: {bad[0]!r} is not a premature layer (0..{num_layers - 2})")
-        return sorted(set(spec))
+        # the last layer's output is the mature one: premature layers lie below it
+        return layer_list("dola layers", spec, num_layers, below=num_layers - 1)
     raise ConfigError(f"dola layers={spec!r}: 'low', 'high' or a non-empty list of layer indices")
 
 
@@ -104,3 +105,19 @@ def dola(loaded, layers="low", alpha: float = 0.1, apply_norm: bool = True):
     finally:
         for h in handles:
             h.remove()
+
+
+class DoLa(Method):
+    name = "dola"
+
+    def __init__(self, layers="low", alpha: float = 0.1, apply_norm: bool = True, profile=None):
+        self.layers, self.alpha, self.apply_norm = layers, alpha, apply_norm
+
+    def check(self, loaded) -> None:
+        candidate_layers(self.layers, loaded.num_layers)
+
+    def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
+        inputs = loaded.encode(images, texts)
+        with dola(loaded, self.layers, self.alpha, self.apply_norm) as proc:
+            answers = generate_answers(loaded, inputs, max_new_tokens, logits_processor=LogitsProcessorList([proc]))
+        return [{**r, "premature_layers": layers} for r, layers in zip(answer_records(answers), proc.chosen)]

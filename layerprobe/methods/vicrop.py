@@ -13,11 +13,17 @@ Attention comes from the last query row recomputed at that layer only (``attenti
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
+from layerprobe.core.generation import generate_answers, sync
+from layerprobe.core.layers import layer_index
 from layerprobe.errors import ConfigError
-from layerprobe.core.attention_rows import LastRowRecorder, base_grid_side, visual_distribution
+from layerprobe.methods.base import Method, answer_records
+from layerprobe.methods.contrastive import profile_layers
+from layerprobe.core.attention_rows import LastRowRecorder, visual_distribution
 from layerprobe.core.dispatch import controller
 
 GENERIC_PROMPT = "Write a general description of the image."
@@ -44,9 +50,8 @@ def _last_row_maps(loaded, images, texts, layer: int, side: int) -> torch.Tensor
 
 def relative_attention(loaded, images, texts, layer: int, generic: str = GENERIC_PROMPT) -> np.ndarray:
     """(B, side, side): question attention / generic-prompt attention over the base grid."""
-    if not 0 <= layer < loaded.num_layers:
-        raise ConfigError(f"vicrop layer={layer}: out of range for a {loaded.num_layers}-layer decoder")
-    side = base_grid_side(loaded)
+    layer_index("vicrop layer", layer, loaded.num_layers)
+    side = loaded.adapter.base_grid_side(loaded.model)
     question = _last_row_maps(loaded, images, texts, layer, side)
     general = _last_row_maps(loaded, images, [generic] * len(images), layer, side)
     return (question / general.clamp_min(1e-12)).numpy()
@@ -86,24 +91,46 @@ def crop_box(att: np.ndarray, image_size: tuple[int, int], bbox_size: int) -> tu
     return (int(max(0, cx - half)), int(max(0, cy - half)), int(min(width, cx + half)), int(min(height, cy + half)))
 
 
-def grid_region(image, family: str):
-    """The part of ``image`` the base grid sees: CLIP's centre square for LLaVA-1.5, the whole
-    (squashed) image for LLaVA-1.6's base view. Returns (x0, y0, w, h)."""
-    width, height = image.size
-    if family == "llava":
-        s = min(width, height)
-        return (width - s) // 2, (height - s) // 2, s, s
-    return 0, 0, width, height
-
-
 def crops_for(loaded, images, maps: np.ndarray, bbox_size: int | None = None) -> tuple[list, list]:
     """(crops, boxes in image pixels) for each image and its relative-attention map."""
     bbox_size = bbox_size or int(loaded.model.config.vision_config.image_size)
     crops, boxes = [], []
     for image, att in zip(images, maps):
-        x0, y0, w, h = grid_region(image, loaded.adapter.family)
+        x0, y0, w, h = loaded.adapter.grid_region(image)
         x1, y1, x2, y2 = crop_box(att, (w, h), bbox_size)
         box = (x0 + x1, y0 + y1, x0 + x2, y0 + y2)
         crops.append(image.crop(box))
         boxes.append(box)
     return crops, boxes
+
+
+class ViCrop(Method):
+    name = "vicrop"
+
+    def __init__(self, layer: int | None = 14, generic_prompt: str = GENERIC_PROMPT, bbox_size: int | None = None,
+                 profile=None):
+        self.layer, self.generic, self.bbox_size, self.profile = layer, generic_prompt, bbox_size, profile
+
+    def resolve_layer(self, loaded) -> int:
+        if self.layer is not None:
+            return layer_index("vicrop layer", self.layer, loaded.num_layers)
+        if self.profile is None:
+            raise ConfigError("vicrop layer=null takes the profile's deepest fusion layer: give a profile")
+        return profile_layers(self.profile, loaded.num_layers)[0][-1]
+
+    def check(self, loaded) -> None:
+        loaded.adapter.base_grid_side(loaded.model)  # refuses families without a square base grid
+        self.resolve_layer(loaded)
+
+    def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
+        sync(loaded.device)
+        start = time.perf_counter()
+        maps = relative_attention(loaded, images, texts, self.resolve_layer(loaded), self.generic)
+        crops, boxes = crops_for(loaded, images, maps, self.bbox_size)
+        pairs = [img for pair in zip(images, crops) for img in pair]
+        inputs = loaded.encode(pairs, texts, n_images=2)
+        sync(loaded.device)
+        spent = time.perf_counter() - start
+        answers = generate_answers(loaded, inputs, max_new_tokens)
+        return [{**r, "prefill_s": r["prefill_s"] + spent, "total_s": r["total_s"] + spent, "crop_box": list(box)}
+                for r, box in zip(answer_records(answers), boxes)]

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from layerprobe.compat import rotary_embeddings
-from layerprobe.errors import ModelError
+from layerprobe.errors import ConfigError, ModelError
+
+GRID_FAMILIES = ("llava", "llava_next", "llava_onevision")
 
 
 class ModelAdapter:
@@ -74,6 +76,17 @@ class ModelAdapter:
         image_tokens = "\n".join(["<image>"] * n_images)
         return self.default_template.replace("<image>", image_tokens).format(prompt=text)
 
+    # image geometry -----------------------------------------------------------------------
+    def base_grid_side(self, model: nn.Module) -> int:
+        """Side of the square patch grid of one base image, whose tokens are a sample's first
+        side**2 visual tokens in row-major order (what ViCrop and the attention heatmaps read)."""
+        raise ConfigError(f"model family {self.family!r}: its visual tokens form no square base grid known to "
+                          f"layerprobe (ViCrop and attention heatmaps support {', '.join(GRID_FAMILIES)})")
+
+    def grid_region(self, image) -> tuple[int, int, int, int]:
+        """(x0, y0, width, height): the part of ``image`` the base grid covers."""
+        return 0, 0, *image.size
+
     def processor_inputs(self, processor: Any, images: list, prompts: list[str]) -> dict:
         if self.nested_images and images:
             per = len(images) // len(prompts)
@@ -102,3 +115,12 @@ def around_runs(image: torch.Tensor, before: int = 0, after: int = 0, max_gap: i
         for s, e in zip(starts, ends):
             out[b, max(0, s - before): e + after + 1] = True
     return out
+
+
+def square_grid_side(model: nn.Module) -> int:
+    """image_size // patch_size of the vision tower (24 for LLaVA at 336 px, patch 14)."""
+    vision = getattr(model.config, "vision_config", None)
+    size, patch = getattr(vision, "image_size", None), getattr(vision, "patch_size", None)
+    if not isinstance(size, int) or not isinstance(patch, int):
+        raise ConfigError(f"{type(model).__name__}: vision_config has no integer image_size/patch_size")
+    return size // patch

@@ -37,7 +37,7 @@ def plot_latency(summary: pd.DataFrame, ax, note: str | None = None):
     ax.plot(x, ko["prefill_s"] * 1e3, marker="s", ms=3, lw=1.0, label="prefill")
     if len(base):
         ax.axhline(base.iloc[0]["latency_s"] * 1e3, ls="--", lw=1, color="0.3", label="baseline total")
-    ax.set_ylabel("latency per batch (ms)")
+    ax.set_ylabel("latency per sample (ms)")
     ax.set_xlabel(LAYER_AXIS)
     if note:
         ax.set_title(note, fontsize=8, loc="left")

@@ -3,7 +3,7 @@ paper's Figure-1-style attention heatmap, and the histogram of chosen pre-integr
 
     fig = comparison_figure(compare(collect(eval_dir)))
     fig = flips_gallery(examples)            # [{"image", "question", "answers", "vanilla", "method", "kind"}]
-    fig = attention_heatmap(image, maps, side=24, family="llava")   # maps: a contrastive record's "maps"
+    fig = attention_heatmap(image, maps, side=24, region=(0, 0, 336, 336))   # maps: a contrastive record's "maps"
     plot_pre_layers(contrastive_rows, ax)
 """
 
@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from layerprobe.methods.vicrop import grid_region
 
 
 def plot_accuracy_bars(comparison: pd.DataFrame, ax):
@@ -92,8 +91,8 @@ def flips_gallery(examples: list[dict], title: str | None = None, columns: int =
     return fig
 
 
-def _overlay(ax, image, values: np.ndarray, side: int, family: str, title: str, marks=None):
-    x0, y0, w, h = grid_region(image, family)
+def _overlay(ax, image, values: np.ndarray, side: int, region: tuple, title: str, marks=None):
+    x0, y0, w, h = region
     ax.imshow(image, alpha=0.35)  # faint, so the map reads on colourful images too
     grid = values[: side * side].reshape(side, side)
     extent = (x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5)  # pixel edges, as imshow places the image
@@ -107,17 +106,18 @@ def _overlay(ax, image, values: np.ndarray, side: int, family: str, title: str, 
     ax.axis("off")
 
 
-def attention_heatmap(image, maps: dict, side: int, family: str, pre_layer: int, post_layer: int,
-                      question: str = ""):
+def attention_heatmap(image, maps: dict, side: int, region: tuple[int, int, int, int], pre_layer: int,
+                      post_layer: int, question: str = ""):
     """Image, then pre-integrated, post-integrated and contrastive attention over it; the
-    suppressed visual tokens are marked on the contrastive panel (the paper's Figure 1)."""
+    suppressed visual tokens are marked on the contrastive panel (the paper's Figure 1). ``region``
+    (x0, y0, width, height) is the part of the image the ``side`` x ``side`` grid covers."""
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6))
     axes[0].imshow(image)
     axes[0].set_title(textwrap.shorten(question, 50), fontsize=8)
     axes[0].axis("off")
-    _overlay(axes[1], image, np.asarray(maps["pre"]), side, family, f"pre-integrated (layer {pre_layer})")
-    _overlay(axes[2], image, np.asarray(maps["post"]), side, family, f"post-integrated (layer {post_layer})")
-    _overlay(axes[3], image, np.asarray(maps["contrast"]), side, family, "|post - pre|",
+    _overlay(axes[1], image, np.asarray(maps["pre"]), side, region, f"pre-integrated (layer {pre_layer})")
+    _overlay(axes[2], image, np.asarray(maps["post"]), side, region, f"post-integrated (layer {post_layer})")
+    _overlay(axes[3], image, np.asarray(maps["contrast"]), side, region, "|post - pre|",
              marks=np.asarray(maps["suppressed"], dtype=bool))
     fig.tight_layout()
     return fig

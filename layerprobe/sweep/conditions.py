@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from layerprobe.errors import ConfigError
-from layerprobe.core.knockout import check_layers
+from layerprobe.core.layers import layer_list
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ BASELINE = Condition("baseline", None, ())
 def sweep_conditions(num_layers: int, layers=None, window: int = 1) -> list[Condition]:
     if window < 1 or window % 2 == 0:
         raise ConfigError(f"mask.window={window}: must be an odd number >= 1 (layers centred on l)")
-    chosen = list(range(num_layers)) if layers is None else check_layers(list(layers), num_layers, "layers")
+    chosen = list(range(num_layers)) if layers is None else layer_list("layers", layers, num_layers)
     if layers is not None and not chosen:
         raise ConfigError("layers=[]: the sweep needs at least one layer (or layers=null for all)")
     half = window // 2

@@ -2,7 +2,7 @@
 condition is re-run as a standalone masked generation on a small subsample, after a warm-up.
 
     timing = measure_condition_latency(loaded, data, conditions, "image->text", n_samples=8)
-    # DataFrame: condition, layer, prefill_s, total_s, n_samples, batch_size
+    # DataFrame: condition, layer, latency_s, prefill_s (seconds per sample), n_samples, batch_size
 """
 
 from __future__ import annotations
@@ -45,11 +45,12 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
         for cond in conditions:
             for inputs in batches:
                 answer = engine.run_batch(loaded, inputs, [cond], data.max_new_tokens)[cond.key][0]
-                prefill[cond.key] += answer.prefill_s
-                total[cond.key] += answer.total_s
+                size = inputs["input_ids"].shape[0]
+                prefill[cond.key] += answer.prefill_s / size
+                total[cond.key] += answer.total_s / size
     runs = repeats * len(batches)
-    rows = [{"condition": c.name, "layer": c.layer, "prefill_s": prefill[c.key] / runs,
-             "total_s": total[c.key] / runs, "n_samples": len(samples),
+    rows = [{"condition": c.name, "layer": c.layer, "latency_s": total[c.key] / runs,
+             "prefill_s": prefill[c.key] / runs, "n_samples": len(samples),
              "batch_size": min(batch_size, len(samples)), "repeats": repeats} for c in conditions]
     return pd.DataFrame(rows)
 
@@ -70,7 +71,5 @@ def read_timing(run_dir) -> pd.DataFrame | None:
 def apply_timing(summary: pd.DataFrame, timing: pd.DataFrame) -> pd.DataFrame:
     """Replace the engine's shared-work latencies by the standalone measurements."""
     merged = summary.drop(columns=["latency_s", "prefill_s"]).merge(
-        timing[["condition", "layer", "total_s", "prefill_s"]].rename(columns={"total_s": "latency_s"}),
-        on=["condition", "layer"], how="left",
-    )
+        timing[["condition", "layer", "latency_s", "prefill_s"]], on=["condition", "layer"], how="left")
     return merged[summary.columns]

@@ -24,8 +24,11 @@ import torch
 from layerprobe.compat import cache_layer, call_decoder_layer, captured_kwargs, output_cache
 from layerprobe.sweep.conditions import Condition
 from layerprobe.core.dispatch import controller
+from layerprobe.sweep.engines.naive import NaiveEngine
+from layerprobe.sweep.engines.split_attention import split_attention
 from layerprobe.core.layout import TokenLayout
-from layerprobe.core.generation import Answer, _sync, decode_new_tokens, greedy_kwargs
+from layerprobe.errors import ConfigError
+from layerprobe.core.generation import Answer, sync, decode_new_tokens, greedy_kwargs
 
 log = logging.getLogger(__name__)
 FAST_EDGES = ("image->text", "image->last", "image->question")
@@ -63,6 +66,9 @@ class FastEngine:
     name = "fast"
 
     def __init__(self, edges: str = "image->text", variants_per_batch: int | None = None, **_):
+        if variants_per_batch is not None and (isinstance(variants_per_batch, bool)
+                                               or not isinstance(variants_per_batch, int) or variants_per_batch < 1):
+            raise ConfigError(f"variants_per_batch={variants_per_batch!r}: must be a positive integer or null (all)")
         self.edges = edges
         self.variants_per_batch = variants_per_batch
 
@@ -75,8 +81,6 @@ class FastEngine:
             if getattr(self, "_warned", None) != reason:
                 log.warning("engine=fast falls back to naive: %s", reason)
                 self._warned = reason
-            from layerprobe.sweep.engines.naive import NaiveEngine
-
             return NaiveEngine(self.edges).run_batch(loaded, inputs, conditions, max_new_tokens)
         ctrl = controller(loaded)
         # The edit keeps layerprobe's attention function installed (it serves the shared
@@ -88,7 +92,7 @@ class FastEngine:
         model = loaded.model
         lm = loaded.adapter.language_model(model)
         device = loaded.device
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         with captured_kwargs(lm, "position_ids") as captured:
             out = model(**inputs, use_cache=True, output_hidden_states=True, return_dict=True, logits_to_keep=1)
@@ -100,7 +104,7 @@ class FastEngine:
             pos = torch.arange(T, device=device)[None].expand(inputs["input_ids"].shape[0], T)
         P = int(layout.first_text.min())
         base_first = out.logits[:, -1].argmax(-1)
-        _sync(device)
+        sync(device)
         prefill_s = time.perf_counter() - start
 
         variants = [c for c in conditions if c.name != "baseline"]
@@ -112,7 +116,7 @@ class FastEngine:
 
         firsts = [base_first if c.name == "baseline" else first_tokens[c.key] for c in conditions]
         tokens = self._decode(loaded, lm, ctrl, conditions, firsts, cache, suffix_kv, layout, pos, P, max_new_tokens)
-        _sync(device)
+        sync(device)
         total = time.perf_counter() - start
         answers = {}
         for c, toks in zip(conditions, tokens):
@@ -129,25 +133,26 @@ class FastEngine:
     # ------------------------------------------------------------------------------------
     def _mask(self, ctrl, layout: TokenLayout, q_pos, conds, layer: int):
         """(V*B, 1, q, kv) bool mask: causal & padding & permanent structure & each variant's knockout."""
-        kv = torch.arange(layout.length, device=q_pos.device)
-        allowed = (kv[None] <= q_pos[:, None])[None] & layout.valid[:, None, :]
+        allowed = layout.allowed(q_pos)
         permanent = ctrl.blocked(layer, layout, q_pos)
         if permanent is not None:
             allowed = allowed & ~permanent
-        queries = layout.queries(self.edges)[:, q_pos]
-        ko = queries[:, :, None] & layout.visual[:, None, :]
-        masks = [allowed & ~ko if layer in c.knocked_out else allowed for c in conds]
+        knocked = allowed & ~layout.blocked_by(self.edges, q_pos)
+        masks = [knocked if layer in c.knocked_out else allowed for c in conds]
         return torch.cat(masks, dim=0)[:, None]
 
     @contextlib.contextmanager
     def _shared(self, ctrl, cache, layer, P, mask):
         """Layer ``layer`` attends over the baseline's prefix (shared) plus what it is given."""
         keys, values = cache_layer(cache, layer)
-        ctrl.shared_prefix = (keys[:, :, :P], values[:, :, :P], mask[..., :P])
-        try:
+        pre_k, pre_v, pre_mask = keys[:, :, :P], values[:, :, :P], mask[..., :P]
+
+        def attention(module, query, key, value, own_mask, **kwargs):
+            return split_attention(module, query, key, value, own_mask, pre_k, pre_v, pre_mask,
+                                   kwargs.get("scaling", module.scaling))
+
+        with ctrl.overriding(attention):
             yield mask[..., P:]
-        finally:
-            ctrl.shared_prefix = None
 
     def _layer(self, loaded, lm, ctrl, cache, j, P, x, positions, mask, own_parts):
         """Decoder layer ``j`` on variant-major rows ``x``, attending over the shared prefix plus

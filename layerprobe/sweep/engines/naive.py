@@ -10,7 +10,7 @@ from layerprobe.core.generation import Answer, generate_answers
 class NaiveEngine:
     name = "naive"
 
-    def __init__(self, edges: str = "image->text"):
+    def __init__(self, edges: str = "image->text", **_):
         self.edges = edges
 
     def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int

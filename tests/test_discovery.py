@@ -232,3 +232,18 @@ def test_discover_runs_writes_profile_csv_and_figure(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert discover_runs(run, out=tmp_path / "x" / "p.yaml", figure=False).profile_error is None
+
+
+def test_benjamini_yekutieli_is_an_option_recorded_with_the_error_rate():
+    from scipy.stats import false_discovery_control
+
+    table = planted_table(12, {2: 0.4, 10: 0.45}, n=400, seed=3)
+    bh, by = discover(table, num_layers=12), discover(table, num_layers=12, fdr_method="by")
+    assert np.allclose(by.evidence["q"], false_discovery_control(by.evidence["p"], method="by"))
+    assert (by.evidence["q"] >= bh.evidence["q"] - 1e-12).all() and (by.evidence["q"] > bh.evidence["q"]).any()
+    assert by.fusion_layers == [2] and by.review_layer == 10
+    profile = to_profile(by)
+    assert profile.statistics["fdr_method"] == "by"
+    assert "false discovery rate" in profile.statistics["error_rate"]
+    with pytest.raises(ConfigError, match="fdr_method='holm'"):
+        discover(table, num_layers=12, fdr_method="holm")

@@ -89,6 +89,30 @@ def test_comparison_numbers_match_direct_computation():
     assert (f.loc["c", "fixed"], f.loc["c", "broken"]) == (0, 1)
 
 
+def test_average_row_ci_and_p_follow_a_stratified_reference():
+    """The headline row: the mean of per-benchmark deltas, its CI from resampling samples within
+    each benchmark, its p from flipping signs; checked against index resampling and against the
+    exact sign-flip distribution (all 2**16 sign patterns)."""
+    import itertools
+
+    b_base, b_other = [0, 0, 1, 0, 1, 0, 0, 1, 0, 0], [1, 1, 1, 0, 1, 1, 0, 1, 1, 0]
+    c_base, c_other = [1, 1, 0, 1, 1, 0], [1, 0, 0, 1, 1, 1]
+    table = pd.concat([_table({"vanilla": b_base, "dola": b_other}),
+                       _table({"vanilla": c_base, "dola": c_other}, bench="c")])
+    avg = compare(table).set_index(["benchmark", "method"]).loc[("average", "dola")]
+    d_b, d_c = np.subtract(b_other, b_base), np.subtract(c_other, c_base)
+    assert avg["delta"] == pytest.approx((d_b.mean() + d_c.mean()) / 2)
+    rng = np.random.default_rng(7)
+    means = (d_b[rng.integers(0, 10, (40000, 10))].mean(1) + d_c[rng.integers(0, 6, (40000, 6))].mean(1)) / 2
+    low, high = np.quantile(means, [0.025, 0.975])
+    assert avg["ci_low"] == pytest.approx(low, abs=0.03) and avg["ci_high"] == pytest.approx(high, abs=0.03)
+    weighted = np.concatenate([d_b / 20, d_c / 12])
+    stats = np.array([abs(np.dot(signs, weighted)) for signs in itertools.product((1, -1), repeat=16)])
+    exact = (stats >= abs(weighted.sum()) - 1e-12).mean()
+    assert avg["p"] == pytest.approx(exact, abs=0.01)
+    assert 0 < avg["p"] < 1 and avg["ci_low"] < avg["delta"] < avg["ci_high"]
+
+
 def test_skipped_and_unpaired_samples_are_left_out():
     table = _table({"vanilla": [1, 0, 1], "dola": [1, 1]})
     table.loc[table.index[0], "skipped"] = "bad image"

@@ -6,8 +6,8 @@
     profile = to_profile(found)                        # a LayerProfile, ready for save_profile
     discover_runs(["runs/a", "runs/b"], out="profile.yaml")   # + discovery.csv and figure
 
-A (benchmark, layer) test is *significant* when its Benjamini-Hochberg q-value over all
-benchmarks x layers is <= ``alpha`` and its accuracy drop is >= ``min_effect``. A layer is
+A (benchmark, layer) test is *significant* when its FDR-adjusted q-value over all benchmarks x
+layers (Benjamini-Hochberg, or Benjamini-Yekutieli with ``fdr_method="by"``) is <= ``alpha`` and its accuracy drop is >= ``min_effect``. A layer is
 discovered when it is significant on at least ``min_benchmarks`` benchmarks. Discovered layers
 before ``late_start = ceil((1 - late_fraction) * num_layers)`` are fusion layers; among the late
 ones the review layer is the one with the largest drop (mean over benchmarks). The
@@ -28,10 +28,10 @@ from layerprobe.errors import ConfigError, DataError, ProfileError
 from layerprobe.analysis.profiles import LayerProfile, layerprobe_version, save_profile
 from layerprobe.io.results import write_atomic
 from layerprobe.io.runs import merge_runs
-from layerprobe.analysis.stats import bh_qvalues, paired_effects
+from layerprobe.analysis.stats import fdr_qvalues, paired_effects
 
 DEFAULTS = dict(alpha=0.05, min_effect=0.02, late_fraction=0.25, min_benchmarks=1, test="mcnemar",
-                correct_threshold=0.5, confidence=0.95, n_resamples=2000, seed=0)
+                correct_threshold=0.5, confidence=0.95, n_resamples=2000, seed=0, fdr_method="bh")
 
 
 @dataclass
@@ -96,7 +96,8 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
              post_integrated_layer: int | None = None, review_layer: int | None = None,
              min_benchmarks: int = DEFAULTS["min_benchmarks"], test: str = DEFAULTS["test"],
              correct_threshold: float = DEFAULTS["correct_threshold"], confidence: float = DEFAULTS["confidence"],
-             n_resamples: int = DEFAULTS["n_resamples"], seed: int = DEFAULTS["seed"]) -> Discovery:
+             n_resamples: int = DEFAULTS["n_resamples"], seed: int = DEFAULTS["seed"],
+             fdr_method: str = DEFAULTS["fdr_method"]) -> Discovery:
     """Run the paired tests, correct them, and name the layers. ``review_layer`` overrides the
     discovered one (for when none is significant); the evidence is reported either way."""
     if isinstance(table_or_run_dirs, pd.DataFrame):
@@ -121,7 +122,7 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
         raise DataError(f"results have knockout layers outside 0..{num_layers - 1}")
     late_start = late_start_for(num_layers, late_fraction)
 
-    evidence["q"] = bh_qvalues(evidence["p"])
+    evidence["q"] = fdr_qvalues(evidence["p"], fdr_method)
     evidence["part"] = ["late" if x >= late_start else "early" for x in evidence["layer"]]
     evidence["significant"] = (evidence["q"] <= alpha) & (evidence["drop"] >= min_effect)
     layers = evidence.groupby("layer").agg(
@@ -140,7 +141,9 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
         post_integrated_layer = review_layer - 1
     settings = dict(alpha=alpha, min_effect=min_effect, late_fraction=late_fraction, min_benchmarks=min_benchmarks,
                     test=test, correct_threshold=correct_threshold, confidence=confidence,
-                    n_resamples=n_resamples, seed=seed, **{f"{k}_set_by_hand": v for k, v in overrides.items()})
+                    n_resamples=n_resamples, seed=seed, fdr_method=fdr_method,
+                    error_rate="false discovery rate over every benchmark x layer test of this discovery",
+                    **{f"{k}_set_by_hand": v for k, v in overrides.items()})
     return Discovery(fusion_layers, review_layer, post_integrated_layer, int(num_layers), late_start,
                      evidence, layers, settings, provenance)
 

@@ -37,14 +37,25 @@ EFFECT_COLUMNS = [
 ]
 
 
-def bh_qvalues(p) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q); NaN entries (no test) stay NaN and do not count."""
+FDR_METHODS = ("bh", "by")
+
+
+def fdr_qvalues(p, method: str = "bh") -> np.ndarray:
+    """FDR-adjusted p-values (q): Benjamini-Hochberg (``bh``, valid for independent or positively
+    dependent tests) or Benjamini-Yekutieli (``by``, valid under any dependence, more
+    conservative). NaN entries (no test) stay NaN and do not count."""
+    if method not in FDR_METHODS:
+        raise ConfigError(f"fdr_method={method!r}: choose one of {', '.join(FDR_METHODS)}")
     p = np.asarray(p, dtype=float)
     q = np.full(p.shape, np.nan)
     tested = ~np.isnan(p)
     if tested.any():
-        q[tested] = sps.false_discovery_control(p[tested], method="bh")
+        q[tested] = sps.false_discovery_control(p[tested], method=method)
     return q
+
+
+def bh_qvalues(p) -> np.ndarray:
+    return fdr_qvalues(p, "bh")
 
 
 def _value_counts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +82,35 @@ def bootstrap_ci(values, confidence: float = 0.95, n_resamples: int = 2000,
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def stratified_bootstrap_ci(groups, confidence: float = 0.95, n_resamples: int = 2000,
+                            seed=0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over groups of each group's mean, resampling within
+    each group (benchmarks as strata: each keeps its own sample count). Seeded, order-free."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not groups or n_resamples <= 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.zeros(n_resamples)
+    for g in groups:
+        values, counts = _value_counts(g)
+        means += rng.multinomial(g.size, counts / g.size, size=n_resamples) @ values / g.size
+    means /= len(groups)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def stratified_sign_flip_p(groups, n_resamples: int = 10000, seed=0) -> float:
+    """Two-sided sign-flip p-value for "the mean over groups of each group's mean difference is 0":
+    each difference is weighted by 1 / (groups x its group's size), and the weighted differences'
+    signs are flipped at random."""
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not groups:
+        return float("nan")
+    weighted = np.concatenate([g / (len(groups) * g.size) for g in groups])
+    return sign_flip_p(weighted, n_resamples, seed)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from layerprobe.analysis.stats import bootstrap_ci, pair_with_baseline, scored_rows, sign_flip_p
+from layerprobe.analysis.stats import (
+    bootstrap_ci, pair_with_baseline, scored_rows, sign_flip_p, stratified_bootstrap_ci, stratified_sign_flip_p,
+)
 from layerprobe.io.results import per_sample_seconds, read_results
 
 BASELINE = "vanilla"
@@ -44,9 +46,11 @@ def _cost(rows: pd.DataFrame) -> tuple[float, float, float]:
 
 
 def compare(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per benchmark x method, plus an ``average`` row per method (mean over benchmarks)."""
+    """One row per benchmark x method, plus an ``average`` row per method: accuracy and delta are
+    means over benchmarks (each benchmark counts once), the delta's CI a benchmark-stratified
+    paired bootstrap and its p a sign-flip test of that same mean."""
     t = scored_rows(table)
-    rows = []
+    rows, diffs = [], {}
     for (bench, method), group in t.groupby(["benchmark", "condition"], sort=True):
         latency, prefill, peak = _cost(group)
         row = {"benchmark": bench, "method": method, "n": len(group), "accuracy": group["score"].astype(float).mean(),
@@ -60,6 +64,7 @@ def compare(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                 row["ci_low"], row["ci_high"] = bootstrap_ci(diff, seed=seed)
                 row["p"] = sign_flip_p(diff, seed=seed)
                 row["n_paired"] = int(diff.size)
+                diffs.setdefault(method, []).append(diff)
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -73,6 +78,11 @@ def compare(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         latency_ratio=("latency_ratio", "mean"), peak_mem_ratio=("peak_mem_ratio", "mean"),
         n_paired=("n_paired", "sum")).reset_index()
     avg["benchmark"] = "average"
+    # the headline delta: benchmarks weigh the same, samples resampled within their benchmark
+    for i, method in avg["method"].items():
+        if method in diffs:
+            avg.loc[i, ["ci_low", "ci_high"]] = stratified_bootstrap_ci(diffs[method], seed=seed)
+            avg.loc[i, "p"] = stratified_sign_flip_p(diffs[method], seed=seed)
     return pd.concat([out, avg], ignore_index=True)[
         ["benchmark", "method", "n", "accuracy", "delta", "ci_low", "ci_high", "p", "n_paired",
          "latency_s", "prefill_s", "latency_ratio", "peak_mem_bytes", "peak_mem_ratio"]]

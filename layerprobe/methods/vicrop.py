@@ -3,7 +3,8 @@ question's last-token attention over the visual tokens at one layer, divided by 
 description prompt; a crop around the peak at the window size where the peak is sharpest; then
 the question is answered again with the image and the crop.
 
-    maps = relative_attention(loaded, images, questions, layer=14)    # (B, side, side) numpy
+    maps = relative_attention(loaded, images, prompts, layer=14,      # (B, side, side) numpy
+                              generic=generic_prompts(samples, prompts))
     box = crop_box(maps[0], images[0].size, bbox_size=336)            # (x1, y1, x2, y2) pixels
 
 The map covers the base image grid (the first side**2 visual tokens: LLaVA-1.5's only grid,
@@ -48,12 +49,26 @@ def _last_row_maps(loaded, images, texts, layer: int, side: int) -> torch.Tensor
     return torch.stack(maps)
 
 
-def relative_attention(loaded, images, texts, layer: int, generic: str = GENERIC_PROMPT) -> np.ndarray:
-    """(B, side, side): question attention / generic-prompt attention over the base grid."""
+def generic_prompts(samples, texts, generic: str = GENERIC_PROMPT) -> list[str]:
+    """Each prompt with its question replaced by ``generic``: the answer-format suffix (and any
+    other lines of the benchmark's prompt) stay, as the reference implementation keeps its
+    instruction after the generic question, so numerator and denominator differ by the question
+    alone. Without samples (or where the question is not in the prompt), ``generic`` itself."""
+    out = []
+    for i, text in enumerate(texts):
+        question = getattr(samples[i], "question", None) if samples is not None else None
+        out.append(text.replace(question, generic, 1) if question and question in text else generic)
+    return out
+
+
+def relative_attention(loaded, images, texts, layer: int, generic=GENERIC_PROMPT) -> np.ndarray:
+    """(B, side, side): question attention / generic-prompt attention over the base grid;
+    ``generic`` is one prompt for every sample or one per sample (``generic_prompts``)."""
     layer_index("vicrop layer", layer, loaded.num_layers)
     side = loaded.adapter.base_grid_side(loaded.model)
     question = _last_row_maps(loaded, images, texts, layer, side)
-    general = _last_row_maps(loaded, images, [generic] * len(images), layer, side)
+    generic = [generic] * len(images) if isinstance(generic, str) else list(generic)
+    general = _last_row_maps(loaded, images, generic, layer, side)
     return (question / general.clamp_min(1e-12)).numpy()
 
 
@@ -125,7 +140,8 @@ class ViCrop(Method):
     def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
         sync(loaded.device)
         start = time.perf_counter()
-        maps = relative_attention(loaded, images, texts, self.resolve_layer(loaded), self.generic)
+        maps = relative_attention(loaded, images, texts, self.resolve_layer(loaded),
+                                  generic_prompts(samples, texts, self.generic))
         crops, boxes = crops_for(loaded, images, maps, self.bbox_size)
         pairs = [img for pair in zip(images, crops) for img in pair]
         inputs = loaded.encode(pairs, texts, n_images=2)

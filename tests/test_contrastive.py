@@ -139,13 +139,14 @@ def test_percentile_ties_keep_tokens_equal_to_the_threshold():
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_scale_one_is_bit_identical_to_plain_generation(tiny_models, family, attn):
+@pytest.mark.parametrize("target", ["attention", "values", "hidden"])
+def test_scale_one_is_bit_identical_to_plain_generation(tiny_models, family, attn, target):
     loaded = tiny_models(family, attn)
     inputs = _inputs(loaded)
     with torch.no_grad():
         plain_logits = loaded.model(**inputs).logits
         plain = loaded.model.generate(**inputs, max_new_tokens=5, do_sample=False)
-        with contrastive_attention(loaded, PROFILE, scale=1.0) as ca:
+        with contrastive_attention(loaded, PROFILE, scale=1.0, target=target) as ca:
             logits = loaded.model(**inputs).logits
             out = loaded.model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert torch.equal(plain_logits, logits)
@@ -155,8 +156,11 @@ def test_scale_one_is_bit_identical_to_plain_generation(tiny_models, family, att
 
 
 def _review_inputs(loaded, inputs, **kw):
-    """Inputs of the review layer at every forward call, as the layer receives them."""
+    """Inputs of the review layer at every forward call, as the layer receives them (the hidden
+    target unless another is asked for)."""
     seen = []
+    if kw:
+        kw.setdefault("target", "hidden")
     ctx = contrastive_attention(loaded, PROFILE, **kw) if kw else contextlib.nullcontext()
     with torch.no_grad(), ctx as ca:
         # registered after the method's own hook, so it sees the suppressed states
@@ -207,7 +211,7 @@ def test_hidden_scaling_passes_the_review_norm_values_scaling_does_not(tiny_mode
     loaded = tiny_models("llava")
     inputs = _inputs(loaded)
     plain, plain_logits, _ = _review_attention(loaded, inputs, scale=1.0)
-    hidden, hidden_logits, _ = _review_attention(loaded, inputs, scale=0.5)
+    hidden, hidden_logits, _ = _review_attention(loaded, inputs, scale=0.5, target="hidden")
     values, values_logits, ca = _review_attention(loaded, inputs, scale=0.5, target="values")
     same, same_logits, _ = _review_attention(loaded, inputs, scale=1.0, target="values")
     print(f"review attention change: hidden {(hidden - plain).abs().max():.2e}, values {(values - plain).abs().max():.2e}")

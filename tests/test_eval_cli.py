@@ -43,6 +43,12 @@ def test_eval_runs_all_four_methods_and_writes_table_and_figures(tmp_path):
     assert rows[1]["peak_mem_bytes"].notna().all()
     for name in ("comparison.png", "comparison.pdf", "comparison.md", "flips.csv", "pre_layers.png"):
         assert (tmp_path / name).is_file(), name
+    mass = pd.read_csv(tmp_path / "attention_mass.csv")
+    assert set(mass["layer"]) == {"post", "review"} and (mass["n"] == 4).all()
+    assert {"suppressed", "kept", "suppressed_share_mean", "suppressed_share_mass"} == set(mass["quantity"])
+    share = rows[1]["attention_mass"].map(lambda m: m["post"]["suppressed_share_mean"])
+    got = mass.set_index(["layer", "quantity"]).loc[("post", "suppressed_share_mean")]
+    assert got["mean"] == pytest.approx(share.mean()) and got["median"] == pytest.approx(share.median())
     assert list((tmp_path / "vqav2" / "contrastive").glob("heatmap_*.png"))
     # a rerun resumes: nothing is recomputed, the table is the same
     again = _eval("method=vanilla", "model=tiny_llava15", "data=vqav2", f"data.root={FIXTURE}", "data.limit=4",

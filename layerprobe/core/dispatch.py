@@ -34,7 +34,9 @@ _CONTROLLERS: "weakref.WeakKeyDictionary[torch.nn.Module, Controller]" = weakref
 
 
 class MaskEdit(Protocol):
-    """Blocks (query, key) pairs at some layers. ``blocked`` returns (B, q, kv) bool or None."""
+    """Blocks (query, key) pairs at some layers. ``blocked`` returns (B, q, kv) bool or None.
+    An edit may also define ``bias(layer, layout, q_pos)``: (B, q, kv) float added to the
+    pre-softmax scores (log of a weight factor), or None: a soft mask."""
 
     def layers(self) -> set[int] | None: ...  # None: may act at every layer
 
@@ -70,13 +72,17 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
         if layer in obs.layers():
             obs.observe(layer, module, query, key, layout, q_pos)
     blocked = ctrl.blocked(layer, layout, q_pos)
-    if blocked is None:
+    bias = ctrl.bias(layer, layout, q_pos)
+    if blocked is None and bias is None:
         return base(module, query, key, value, attention_mask, **kwargs)
-    mask = _materialise(attention_mask, layout, q_pos, query.dtype, base_name)
-    if mask.dtype == torch.bool:
-        mask = mask & ~blocked[:, None]
-    else:
-        mask = mask.masked_fill(blocked[:, None], torch.finfo(mask.dtype).min)
+    mask = _materialise(attention_mask, layout, q_pos, query.dtype, "eager" if bias is not None else base_name)
+    if mask.dtype == torch.bool and bias is not None:  # a 4D boolean mask handed in by the caller
+        mask = torch.where(mask, torch.zeros((), dtype=query.dtype, device=mask.device), torch.finfo(query.dtype).min)
+    if blocked is not None:
+        mask = (mask & ~blocked[:, None] if mask.dtype == torch.bool
+                else mask.masked_fill(blocked[:, None], torch.finfo(mask.dtype).min))
+    if bias is not None:
+        mask = mask + bias[:, None].to(mask.dtype)
     if base_name not in ("sdpa", "eager"):
         # flash kernels take no arbitrary mask: the edited layer runs SDPA on the same states
         base = sdpa_attention_forward
@@ -238,6 +244,18 @@ class Controller:
                 "sliding-window or custom caches are not supported by layerprobe interventions"
             )
         return layout
+
+    def bias(self, layer: int, layout: TokenLayout, q_pos) -> torch.Tensor | None:
+        """Sum of the soft masks of the active edits at ``layer`` (None: no edit has one)."""
+        out = None
+        for edit in self.edits:
+            wanted = edit.layers()
+            if not hasattr(edit, "bias") or (wanted is not None and layer not in wanted):
+                continue
+            b = edit.bias(layer, layout, q_pos)
+            if b is not None:
+                out = b if out is None else out + b
+        return out
 
     def blocked(self, layer: int, layout: TokenLayout, q_pos) -> torch.Tensor | None:
         out = None

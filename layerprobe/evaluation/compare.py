@@ -99,3 +99,22 @@ def flips(table: pd.DataFrame) -> pd.DataFrame:
             rows.append({"benchmark": bench, "method": method, "n_paired": len(d), "fixed": int((d > 0).sum()),
                          "broken": int((d < 0).sum()), "unchanged": int((d == 0).sum())})
     return pd.DataFrame(rows, columns=["benchmark", "method", "n_paired", "fixed", "broken", "unchanged"])
+
+
+def attention_mass(table: pd.DataFrame) -> pd.DataFrame:
+    """Per benchmark x method x layer (post, review) x quantity, the distribution over samples of
+    where the last prompt token's attention went, from the rows' ``attention_mass`` records
+    (contrastive attention): mean, quantiles 10/50/90 and n. Empty when no row has one."""
+    columns = ["benchmark", "method", "layer", "quantity", "n", "mean", "p10", "median", "p90"]
+    if "attention_mass" not in table:
+        return pd.DataFrame(columns=columns)
+    rows = scored_rows(table)
+    rows = rows[rows["attention_mass"].notna()]
+    long = [{"benchmark": r.benchmark, "method": r.condition, "layer": where, "quantity": name, "value": value}
+            for r in rows.itertuples() for where, values in r.attention_mass.items() for name, value in values.items()]
+    if not long:
+        return pd.DataFrame(columns=columns)
+    grouped = pd.DataFrame(long).groupby(["benchmark", "method", "layer", "quantity"], sort=True)["value"]
+    out = grouped.agg(n="size", mean="mean", p10=lambda v: v.quantile(0.1), median="median",
+                      p90=lambda v: v.quantile(0.9)).reset_index()
+    return out[columns]

@@ -1,7 +1,7 @@
 """Tables and figures of an eval directory, from its results tables (and, for the galleries and
 heatmaps, the benchmark's images): what ``layerprobe-eval`` refreshes after every job.
 
-    comparison, table = write_tables("runs/eval/organism")     # comparison.{csv,md,png,pdf}, flips.csv, pre_layers
+    comparison, table = write_tables("runs/eval/organism")     # comparison.*, flips.csv, pre_layers, attention_mass.csv
     write_galleries(table, data, Path("runs/eval/organism/organism"), n_examples=8)
     method.draw(run_dir, loaded, data, n=4)                     # the method's own per-sample figures
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from layerprobe.evaluation.compare import BASELINE, collect, compare, flips, paired
+from layerprobe.evaluation.compare import BASELINE, attention_mass, collect, compare, flips, paired
 from layerprobe.plots.methods import attention_heatmap, comparison_figure, flips_gallery, plot_pre_layers
 from layerprobe.plots.save import save_figure
 from layerprobe.io.results import write_atomic
@@ -33,6 +33,9 @@ def write_tables(eval_dir, title: str | None = None) -> tuple[pd.DataFrame, pd.D
     write_atomic(eval_dir / "comparison.csv", comparison.to_csv(index=False))
     write_atomic(eval_dir / "comparison.md", _markdown(comparison))
     write_atomic(eval_dir / "flips.csv", flips(table).to_csv(index=False))
+    mass = attention_mass(table)
+    if len(mass):
+        write_atomic(eval_dir / "attention_mass.csv", mass.to_csv(index=False))
     save_figure(comparison_figure(comparison, title=title), eval_dir / "comparison")
     if "pre_layer" in table and table["pre_layer"].notna().any():
         fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -5,22 +5,28 @@
         answers = generate_answers(loaded, loaded.encode(images, questions), max_new_tokens=16)
     ca.records[0]   # {"pre_layer": 8, "hellinger": {"2": 0.41, ...}, "n_suppressed": 115, ...}
 
-In the prefill call only:
+Per sample, in the prefill call:
 1. at every fusion layer and at the post-integrated layer, the last prompt token's attention over
    the visual tokens is recomputed from that layer's query/key states for the last row (see
    ``attention_rows``), aggregated over heads (``heads``), as a distribution over the visual tokens;
-2. per sample, the pre-integrated layer is the fusion layer whose distribution is farthest from the
+2. the pre-integrated layer is the fusion layer whose distribution is farthest from the
    post-integrated one in Hellinger distance (ties: the lowest layer);
 3. contrast = |A_post - A_pre| per visual token; tokens strictly below the sample's ``percentile``-th
    percentile of contrast (linear interpolation, as ``numpy.percentile``; tokens equal to it are kept)
-   have their hidden states multiplied by ``scale`` at the input of the review layer.
-Decode steps run on the cache as it is. ``scale=1.0`` leaves logits bit-identical to plain generation.
-
-Pre-norm decoders (Llama, Mistral) normalise a token's hidden state before its keys and values, so
-scaling it (``target="hidden"``, the suppression as the article words it) leaves the review layer's own attention
-unchanged (to RMSNorm's eps) unless ``scale=0``: the change travels in the residual stream to the
-layers after it. ``target="values"`` scales the suppressed tokens' value states at the review layer
-instead (in prefill; decode steps read them from the cache), which does act at that layer.
+   are suppressed at the review layer, by ``scale``, in one of three ways (``target``):
+   - ``attention`` (default): a soft mask. Every text query's pre-softmax score on a suppressed key
+     gets ``log(scale)`` added, i.e. its attention weight is multiplied by ``scale`` before the row
+     is renormalised, in prefill and in every decode step (the set is fixed in prefill);
+   - ``values``: the suppressed tokens' value states at the review layer are multiplied by
+     ``scale`` (in prefill; decode steps read them from the cache): what they pass on shrinks, but
+     the other tokens get no more weight;
+   - ``hidden``: their hidden states at the review layer's input are multiplied by ``scale``. Pre-norm
+     decoders (Llama, Mistral) normalise each token before its keys and values, so the review
+     layer's own attention is unchanged (to RMSNorm's eps) unless ``scale=0``: the change travels in
+     the residual stream to the layers after it.
+``scale=1.0`` leaves logits bit-identical to plain generation for every target. Each record also
+says where the last prompt token's attention went (``attention_mass``, at the post-integrated and
+the review layer, before suppression): its share on the suppressed and on the kept visual tokens.
 
 Ablations: ``pre_layer=<l>`` fixes the pre-integrated layer; ``control="random"`` suppresses as many
 uniformly random visual tokens (seeded) as the contrast rule would have.
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,13 +47,16 @@ from layerprobe.core.layers import layer_index
 from layerprobe.core.generation import generate_answers
 from layerprobe.errors import ConfigError
 from layerprobe.methods.base import Method, answer_records
-from layerprobe.core.attention_rows import HEAD_AGGREGATIONS, is_prefill, last_row_scores, visual_distribution
+from layerprobe.core.attention_rows import (
+    HEAD_AGGREGATIONS, is_prefill, last_row_probs, last_row_scores, visual_distribution,
+)
 from layerprobe.core.dispatch import controller
 
 log = logging.getLogger(__name__)
 DEFAULT_SCALE = 0.5  # the paper gives no factor; see docs/methods.md for the sweep behind it
 CONTROLS = (None, "random")
-TARGETS = ("hidden", "values")
+TARGETS = ("attention", "values", "hidden")
+DEFAULT_TARGET = "attention"  # the article's "soft masking at the review layer"; docs/methods.md
 
 
 def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
@@ -99,7 +109,7 @@ def random_like(mask: torch.Tensor, visual: torch.Tensor, generator: torch.Gener
     return out
 
 
-def check_options(percentile, scale, heads, control, target="hidden") -> None:
+def check_options(percentile, scale, heads, control, target=DEFAULT_TARGET) -> None:
     if target not in TARGETS:
         raise ConfigError(f"target={target!r}: choose one of {', '.join(TARGETS)}")
     if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile < 100:
@@ -113,19 +123,22 @@ def check_options(percentile, scale, heads, control, target="hidden") -> None:
 
 
 class ContrastiveAttention:
-    """Observer of the fusion and post-integrated layers plus the review-layer suppression."""
+    """Observer of the fusion, post-integrated and review layers, and the review-layer suppression
+    (a soft mask for ``target="attention"``, hooks for ``values`` and ``hidden``)."""
 
     def __init__(self, loaded, fusion, post, review, percentile, scale, heads, pre_layer, control,
-                 seed, keep_maps, target="hidden"):
+                 seed, keep_maps, target=DEFAULT_TARGET):
         self.loaded, self.fusion, self.post, self.review = loaded, fusion, post, review
         self.percentile, self.scale, self.heads = float(percentile), float(scale), heads
         self.pre_layer, self.control, self.keep_maps, self.target = pre_layer, control, keep_maps, target
         self.generator = torch.Generator().manual_seed(seed)
         self.candidates = [pre_layer] if pre_layer is not None else fusion
-        self._layers = {*self.candidates, post}  # asked at every attention call: built once
+        self._layers = {*self.candidates, post, review}  # asked at every attention call: built once
         self.records: list[dict] = []
+        self._batch: list[dict] = []  # this prefill's records, completed at the review layer
         self._dists: dict[int, torch.Tensor] = {}
-        self._pending: torch.Tensor | None = None  # (B, T) suppress, set at post, used at review
+        self.suppressed: torch.Tensor | None = None  # (B, T) of the last prefill, fixed for its decode
+        self._pending: torch.Tensor | None = None  # target="hidden"/"values": set at post, used at review
         self._values: torch.Tensor | None = None  # target="values": handed from the layer to v_proj
 
     def layers(self) -> set[int]:
@@ -134,14 +147,31 @@ class ContrastiveAttention:
     def observe(self, layer, module, query, key, layout, q_pos) -> None:
         if not is_prefill(layout, q_pos):
             return
-        allowed = None
-        if self.heads == "mass":
-            blocked = controller(self.loaded).blocked(layer, layout, q_pos[-1:])
-            allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
-        self._dists[layer] = visual_distribution(last_row_scores(module, query, key), layout.visual,
-                                                 self.heads, allowed)
+        scores = last_row_scores(module, query, key)
+        blocked = controller(self.loaded).blocked(layer, layout, q_pos[-1:])
+        allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+        if layer in self.candidates or layer == self.post:
+            self._dists[layer] = visual_distribution(scores, layout.visual, self.heads,
+                                                     allowed if self.heads == "mass" else None)
         if layer == self.post:
             self._select(layout.visual)
+            self._record_mass("post", scores, layout.visual, allowed)
+        if layer == self.review and self.suppressed is not None:
+            self._record_mass("review", scores, layout.visual, allowed)
+
+    def _record_mass(self, where: str, scores, visual, allowed) -> None:
+        """Where the last prompt token's attention goes, before any suppression at the review layer:
+        the share of the whole row on the suppressed and on the kept visual tokens (heads
+        averaged), and the suppressed tokens' share of the visual map under each head reduction."""
+        suppressed = self.suppressed[:, : visual.shape[1]]
+        row = last_row_probs(scores, allowed).mean(1)  # (B, kv)
+        shares = {h: visual_distribution(scores, visual, h, allowed) for h in ("mean", "mass")}
+        for b, rec in enumerate(self._batch):
+            rec.setdefault("attention_mass", {})[where] = {
+                "suppressed": float(row[b, suppressed[b]].sum()),
+                "kept": float(row[b, visual[b] & ~suppressed[b]].sum()),
+                **{f"suppressed_share_{h}": float(d[b, suppressed[b]].sum()) for h, d in shares.items()},
+            }
 
     def _select(self, visual: torch.Tensor) -> None:
         post = self._dists[self.post]
@@ -152,7 +182,9 @@ class ContrastiveAttention:
         mask, thresholds = low_contrast(contrast, visual, self.percentile)
         if self.control == "random":
             mask = random_like(mask, visual, self.generator)
-        self._pending = mask
+        self.suppressed = mask
+        self._pending = mask if self.target in ("hidden", "values") else None
+        self._batch = []
         for b in range(post.shape[0]):
             rec = {
                 "pre_layer": self.candidates[int(choice[b])],
@@ -165,12 +197,27 @@ class ContrastiveAttention:
                 rec["maps"] = {"pre": pre[b, v].tolist(), "post": post[b, v].tolist(),
                                "contrast": contrast[b, v].tolist(), "suppressed": mask[b, v].tolist()}
             self.records.append(rec)
+            self._batch.append(rec)
         self._dists.clear()
+
+    # target="attention": the review layer's soft mask, in prefill and every decode step
+    def blocked(self, layer, layout, q_pos):
+        return None
+
+    def bias(self, layer, layout, q_pos) -> torch.Tensor | None:
+        if layer != self.review or self.suppressed is None or self.scale == 1.0:
+            return None
+        keys = torch.zeros_like(layout.visual)
+        keys[:, : self.suppressed.shape[1]] = self.suppressed[:, : keys.shape[1]]
+        queries = layout.text_after[:, q_pos]
+        # scale 0 removes the keys (log 0); the dtype's minimum keeps rows finite like a hard mask
+        log_scale = math.log(self.scale) if self.scale > 0 else torch.finfo(torch.float32).min
+        return torch.where(queries[:, :, None] & keys[:, None, :], log_scale, 0.0)
 
     def review_hook(self, module, args, kwargs):
         mask, self._pending = self._pending, None
         if mask is None:
-            return None  # decode step, or a call that was not a prefill
+            return None  # decode step, a call that was not a prefill, or target="attention"
         in_args = bool(args)
         hidden = args[0] if in_args else kwargs["hidden_states"]
         if hidden.shape[:2] != mask.shape:
@@ -201,7 +248,7 @@ def _scale_rows(x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tens
 @contextlib.contextmanager
 def contrastive_attention(loaded, profile, percentile: float = 20, scale: float = DEFAULT_SCALE,
                           heads: str = "mean", pre_layer: int | None = None, control: str | None = None,
-                          seed: int = 0, keep_maps: bool = False, target: str = "hidden"):
+                          seed: int = 0, keep_maps: bool = False, target: str = DEFAULT_TARGET):
     """Apply contrastive attention to every prefill inside the context; see the module docstring."""
     check_options(percentile, scale, heads, control, target)
     fusion, post, review = profile_layers(profile, loaded.num_layers)
@@ -217,7 +264,8 @@ def contrastive_attention(loaded, profile, percentile: float = 20, scale: float 
             if v_proj is None:
                 raise ConfigError(f"target='values': the review layer's attention has no v_proj ({type(layer).__name__})")
             handles.append(v_proj.register_forward_hook(state.values_hook))
-        with controller(loaded).observe(state):
+        soft = controller(loaded).edit(state) if target == "attention" else contextlib.nullcontext()
+        with controller(loaded).observe(state), soft:
             yield state
     finally:
         for h in handles:
@@ -231,7 +279,8 @@ class Contrastive(Method):
     name = "contrastive"
 
     def __init__(self, profile=None, percentile: float = 20, scale: float = DEFAULT_SCALE, heads: str = "mean",
-                 pre_layer: int | None = None, control: str | None = None, seed: int = 0, target: str = "hidden"):
+                 pre_layer: int | None = None, control: str | None = None, seed: int = 0,
+                 target: str = DEFAULT_TARGET):
         if profile is None:
             raise ConfigError("method contrastive needs a layer profile (profile=<preset name or YAML path>)")
         check_options(percentile, scale, heads, control, target)

@@ -8,19 +8,28 @@ Runs the recipe of layerprobe.organism.train (tied shallow readers -> untied -> 
 saves the organism (weights, tokenizer, processor, layerprobe_organism.json), then reloads it the
 way users do (planted mask applied on load) and records its held-out test accuracy and the
 accuracy drop of every single-layer knockout in layerprobe_organism.json.
+
+The recipe's keys and defaults are ``TrainSpec``'s, registered here as the config ``train_spec``
+that the yaml extends: without arguments the app trains with exactly the settings recorded for
+the shipped organism, and no second copy of them can drift.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from layerprobe.models.loading import ORGANISM_FILE
+from layerprobe.models.planted import ORGANISM_FILE
+from layerprobe.organism.train import TrainSpec
+
+ConfigStore.instance().store(name="train_spec", node=asdict(TrainSpec()))
 
 
 @hydra.main(version_base=None, config_path="../conf/experiment", config_name="train_organism")
@@ -28,7 +37,7 @@ def main(cfg: DictConfig) -> None:
     import torch
 
     import layerprobe.organism as organism
-    from layerprobe.organism.train import TrainSpec, knockout_profile, train_organism
+    from layerprobe.organism.train import knockout_profile, train_organism
 
     c = OmegaConf.to_container(cfg, resolve=True)
     out = Path(c.pop("out") or Path(HydraConfig.get().runtime.output_dir) / "organism")

@@ -3,14 +3,16 @@ bad names fail in one line without touching the network."""
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import layerprobe
 from layerprobe.errors import ModelError
-from layerprobe.models.tiny import save_tiny
+from layerprobe.models.tiny import BUILDERS, build_tiny, save_tiny
 from tests.conftest import make_images
 
 
@@ -45,3 +47,38 @@ def test_missing_path_and_uncached_hub_id_fail_offline(tmp_path, monkeypatch):
         layerprobe.load_model("someone/not-a-cached-model")
     with pytest.raises(ModelError, match="no config.json"):
         layerprobe.load_model(str(tmp_path))
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Module file -> every module it imports, at top level or inside a function."""
+    root = Path(layerprobe.__file__).resolve().parent
+    out = {}
+    for path in sorted((root / package).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        out[str(path.relative_to(root.parent))] = names
+    return out
+
+
+def _offending(package: str, forbidden: str) -> dict[str, list[str]]:
+    hits = {f: sorted(n for n in names if n == forbidden or n.startswith(forbidden + "."))
+            for f, names in _imports(package).items()}
+    return {f: n for f, n in hits.items() if n}
+
+
+def test_layers_import_one_way():
+    """organism builds on models and models on core, never the reverse: loading a planted
+    checkpoint is a model feature, so the models layer needs nothing from the organism's training."""
+    assert _offending("models", "layerprobe.organism") == {}
+    assert _offending("core", "layerprobe.models") == {}
+    assert _offending("core", "layerprobe.organism") == {}
+
+
+def test_unknown_tiny_family_names_the_known_ones():
+    with pytest.raises(ValueError, match="tiny models exist for llava, llava_next, qwen2_vl"):
+        build_tiny("nonesuch", num_layers=2)
+    assert {"llava", "llava_next", "gemma3"} <= set(BUILDERS)

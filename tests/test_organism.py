@@ -3,7 +3,10 @@ knockout ground truth (planted layers matter, every other layer cannot change an
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +17,13 @@ import layerprobe.organism as organism
 from layerprobe.data import synthetic
 from layerprobe.core.dispatch import controller
 from layerprobe.data.metrics import exact_match
+from layerprobe.models.planted import PlantedEdit
 from layerprobe.organism.build import build_model, build_processor, grow
-from layerprobe.organism.planted import PlantedEdit
-from layerprobe.organism.train import Batches, default_regions, knockout_profile, wrap
+from layerprobe.organism.train import Batches, TrainSpec, default_regions, knockout_profile, wrap
 from layerprobe.core.generation import generate_answers
 
 N_FAST = 128
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +186,32 @@ def test_recorded_numbers_are_reproducible(loaded):
         assert prof["drops"][layer] == pytest.approx(rec["knockout_drop_points"][layer], abs=0.01)
         assert rec["knockout_drop_points"][layer] >= 8
     assert all(d == 0 for l, d in enumerate(rec["knockout_drop_points"]) if l not in spec["planted"])
+
+
+# ---- the recipe ------------------------------------------------------------------------------
+
+def test_train_spec_defaults_are_the_shipped_recipe():
+    """``TrainSpec()`` retrains the shipped organism: every setting equals the one recorded in its
+    ``layerprobe_organism.json`` (regions as resolved there)."""
+    recorded = organism.spec()["training"]
+    spec = TrainSpec()
+    defaults = {**asdict(spec), "regions": spec.resolved_regions()}
+    assert defaults == {k: recorded[k] for k in defaults}
+
+
+def test_train_app_without_arguments_uses_the_train_spec_defaults():
+    """The Hydra app adds only its own keys to TrainSpec's defaults, so its no-argument run is the
+    shipped recipe too, and it measures the test numbers on as many samples as were recorded."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    app = importlib.util.spec_from_file_location("train_organism_app", ROOT / "experiments" / "train_organism.py")
+    app.loader.exec_module(importlib.util.module_from_spec(app))  # registers the train_spec config
+    with initialize_config_dir(str(ROOT / "conf" / "experiment"), version_base=None):
+        cfg = OmegaConf.to_container(compose("train_organism"), resolve=True)
+    assert {k: cfg.pop(k) for k in ("out", "test_n", "knockout_check")} == {
+        "out": None, "test_n": organism.spec()["test"]["n"], "knockout_check": True}
+    assert TrainSpec(**cfg) == TrainSpec()
 
 
 # ---- retraining with another planted set ------------------------------------------------------

@@ -4,6 +4,7 @@ model) with its processor and family adapter.
     loaded = load_model("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
     loaded = load_model("/ckpt/llava-v1.6-vicuna-7b-hf")
     loaded = load_model("tiny:llava_next")               # random, built from real configs
+    loaded = load_model("organism")                      # shipped planted checkpoint (models.planted)
     inputs = loaded.encode([image], ["What is shown?"])  # chat template + processor, on device
 
 Nothing is downloaded: hub ids resolve from the local cache only.
@@ -20,11 +21,11 @@ from typing import Any
 
 import torch
 
+from layerprobe.core.dispatch import controller
 from layerprobe.errors import ModelError
 from layerprobe.models.base import ModelAdapter
+from layerprobe.models.planted import install_from_checkpoint
 from layerprobe.models.registry import adapter_for
-
-ORGANISM_FILE = "layerprobe_organism.json"
 
 
 @dataclass
@@ -64,15 +65,21 @@ class LoadedModel:
             "config_hash": self.config_hash(),
         }
 
-    def encode(self, images: list, texts: list[str], n_images: int = 1):
-        """Chat-templated, left-padded inputs for one batch, on the model's device."""
+    def encode(self, images: list, texts: list[str], n_images: int = 1, questions: list[str] | None = None):
+        """Chat-templated, left-padded inputs for one batch, on the model's device. With
+        ``questions`` (each one's text inside its prompt), the batch's token layout knows the
+        question's own tokens, which the ``image->question`` knockout needs."""
         prompts = [self.adapter.format_prompt(self.processor, t, n_images) for t in texts]
         enc = self.adapter.processor_inputs(self.processor, images, prompts)
         dtype = self.model.dtype
-        return {
+        inputs = {
             k: (v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device))
             for k, v in enc.items()
         }
+        if questions is not None:
+            mask = self.adapter.question_tokens(self.processor, prompts, questions, enc["input_ids"])
+            controller(self).annotate(inputs["input_ids"], mask.to(self.device))
+        return inputs
 
 
 def _resolve_dtype(dtype, device: str):
@@ -89,6 +96,7 @@ def _resolve_path(name_or_path: str) -> str:
     if name_or_path == "organism":
         from layerprobe.io.paths import PACKAGE_DIR
 
+        # a data directory shipped in the package; nothing of layerprobe.organism is imported
         name_or_path = str(PACKAGE_DIR / "organism" / "weights")
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -146,14 +154,5 @@ def load_model(name_or_path: str, device: str | None = None, dtype=None,
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     loaded = LoadedModel(model, processor, adapter, name_or_path)
-    organism_spec = Path(path) / ORGANISM_FILE
-    if organism_spec.is_file():
-        from layerprobe.organism.planted import install_planted
-
-        spec = json.loads(organism_spec.read_text())
-        install_planted(loaded, spec)
-        if "fingerprint" in spec:
-            from layerprobe.organism.fingerprint import verify
-
-            verify(loaded, spec["fingerprint"], where=str(path))
+    install_from_checkpoint(loaded, path)  # planted checkpoints: their mask, then their fingerprint
     return loaded

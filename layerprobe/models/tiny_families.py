@@ -1,6 +1,7 @@
-"""Tiny random models of the other families (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, InternVL,
-Idefics3, SmolVLM, Gemma 3), built from their real transformers config, model and image-processor
-classes with layerprobe's word-level tokenizer; reached through ``build_tiny(family)``.
+"""Tiny random models of the families beyond LLaVA (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision,
+InternVL, Idefics3, SmolVLM, Gemma 3), built from their real transformers config, model and
+image-processor classes with layerprobe's word-level tokenizer; registered in
+``layerprobe.models.tiny``, which seeds and finishes them.
 
     model, processor = build_tiny("qwen2_vl", num_layers=32)
     loaded = load_model("tiny:idefics3:4")          # the same, wrapped with its adapter
@@ -16,10 +17,8 @@ saved one loads back through ``AutoProcessor`` only where torchvision is install
 
 from __future__ import annotations
 
-import torch
-
 from layerprobe.compat import processor_without_video
-from layerprobe.models.tiny import build_tokenizer
+from layerprobe.models.tiny_parts import build_tokenizer, lm_kwargs
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -45,14 +44,6 @@ def _processor(processor_cls, video_processor: str, video_kwargs: dict, **kwargs
     return processor_cls(video_processor=getattr(tf, video_processor)(**video_kwargs), **kwargs)
 
 
-def _lm_kwargs(num_layers, hidden, heads, kv_heads, tok) -> dict:
-    return dict(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=num_layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-
-
 def _qwen(version: str, num_layers, hidden, heads, kv_heads):
     import transformers as tf
 
@@ -61,7 +52,7 @@ def _qwen(version: str, num_layers, hidden, heads, kv_heads):
     tok = build_tokenizer(CHAT_WORDS, specials)
     head_dim = hidden // heads
     third = head_dim // 2 // 4
-    text = tf.Qwen2VLTextConfig(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok), rope_parameters={
+    text = tf.Qwen2VLTextConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads), rope_parameters={
         "rope_type": "default", "rope_theta": 10000.0,
         "mrope_section": [head_dim // 2 - 2 * third, third, third]})
     ids = {f"{k}_id": tok.convert_tokens_to_ids(specials[k])
@@ -94,14 +85,14 @@ def _siglip(image_size: int):
                               image_size=image_size, patch_size=14)
 
 
-def _llava_onevision(num_layers, hidden, heads, kv_heads):
+def build_llava_onevision(num_layers, hidden, heads, kv_heads):
     import transformers as tf
 
     tok = build_tokenizer(CHAT_WORDS, {"image_token": "<image>", "video_token": "<video>", **CHAT_TOKENS})
     # 28 px tiles of 2x2 patches; anyres picks up to 2x2 tiles plus the base image, per image size
     pinpoints = [[28, 28], [28, 56], [56, 28], [56, 56]]
     config = tf.LlavaOnevisionConfig(
-        text_config=tf.Qwen2Config(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok)).to_dict(),
+        text_config=tf.Qwen2Config(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads)).to_dict(),
         vision_config=_siglip(28).to_dict(), image_token_index=tok.image_token_id,
         video_token_index=tok.video_token_id, image_grid_pinpoints=pinpoints,
     )
@@ -115,7 +106,7 @@ def _llava_onevision(num_layers, hidden, heads, kv_heads):
     return tf.LlavaOnevisionForConditionalGeneration(config), processor
 
 
-def _internvl(num_layers, hidden, heads, kv_heads):
+def build_internvl(num_layers, hidden, heads, kv_heads):
     import transformers as tf
 
     tok = build_tokenizer(CHAT_WORDS, {
@@ -125,7 +116,7 @@ def _internvl(num_layers, hidden, heads, kv_heads):
     vision = tf.InternVLVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                      num_attention_heads=2, image_size=56, patch_size=14)
     config = tf.InternVLConfig(
-        text_config=tf.Qwen2Config(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok)).to_dict(),
+        text_config=tf.Qwen2Config(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads)).to_dict(),
         vision_config=vision.to_dict(), image_token_id=tok.context_image_token_id, image_seq_length=4,
         tie_word_embeddings=False,  # tied random embeddings answer the same token whatever the input
     )
@@ -167,7 +158,7 @@ def _idefics3(smol: bool, num_layers, hidden, heads, kv_heads):
     vision = getattr(tf, f"{prefix}VisionConfig")(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                  num_attention_heads=2, image_size=56, patch_size=14)
     config = getattr(tf, f"{prefix}Config")(
-        text_config=tf.LlamaConfig(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok)).to_dict(),
+        text_config=tf.LlamaConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads)).to_dict(),
         vision_config=vision.to_dict(), image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2,
     )
     return getattr(tf, f"{prefix}ForConditionalGeneration")(config), processor
@@ -181,7 +172,7 @@ GEMMA3_TEMPLATE = (
 )
 
 
-def _gemma3(num_layers, hidden, heads, kv_heads):
+def build_gemma3(num_layers, hidden, heads, kv_heads):
     import transformers as tf
 
     tok = build_tokenizer(CHAT_WORDS, {
@@ -190,7 +181,7 @@ def _gemma3(num_layers, hidden, heads, kv_heads):
     head_dim = hidden // heads
     # 56 px images of 4x4 patches, average-pooled to 2x2 = 4 soft tokens; Gemma 3's own
     # sliding-window / global layer pattern, with a window longer than any test prompt
-    text = tf.Gemma3TextConfig(**_lm_kwargs(num_layers, hidden, heads, kv_heads, tok), head_dim=head_dim,
+    text = tf.Gemma3TextConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads), head_dim=head_dim,
                                query_pre_attn_scalar=head_dim, sliding_window=512)
     config = tf.Gemma3Config(
         text_config=text.to_dict(), vision_config=_siglip(56).to_dict(), mm_tokens_per_image=4,
@@ -202,27 +193,17 @@ def _gemma3(num_layers, hidden, heads, kv_heads):
     return tf.Gemma3ForConditionalGeneration(config), processor
 
 
-BUILDERS = {
-    "qwen2_vl": lambda **kw: _qwen("2", **kw),
-    "qwen2_5_vl": lambda **kw: _qwen("2.5", **kw),
-    "llava_onevision": _llava_onevision,
-    "internvl": _internvl,
-    "idefics3": lambda **kw: _idefics3(False, **kw),
-    "smolvlm": lambda **kw: _idefics3(True, **kw),
-    "gemma3": _gemma3,
-}
+def build_qwen2_vl(num_layers, hidden, heads, kv_heads):
+    return _qwen("2", num_layers, hidden, heads, kv_heads)
 
 
-def build_family(family: str, num_layers: int = 32, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                 seed: int = 0):
-    """(model, processor) of a tiny ``family`` model, deterministic by seed."""
-    if family not in BUILDERS:
-        raise ValueError(f"family={family!r}: tiny models exist for llava, llava_next, {', '.join(BUILDERS)}")
-    torch.manual_seed(seed)
-    model, processor = BUILDERS[family](num_layers=num_layers, hidden=hidden, heads=heads, kv_heads=kv_heads)
-    tok = processor.tokenizer
-    model.config.architectures = [type(model).__name__]
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.eval()
-    return model, processor
+def build_qwen2_5_vl(num_layers, hidden, heads, kv_heads):
+    return _qwen("2.5", num_layers, hidden, heads, kv_heads)
+
+
+def build_idefics3(num_layers, hidden, heads, kv_heads):
+    return _idefics3(False, num_layers, hidden, heads, kv_heads)
+
+
+def build_smolvlm(num_layers, hidden, heads, kv_heads):
+    return _idefics3(True, num_layers, hidden, heads, kv_heads)

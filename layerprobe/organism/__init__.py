@@ -7,8 +7,9 @@ trained on the synthetic grid task so that text can read the image only at plant
     organism.spec()["regions"]               # the cells each planted layer may read
 
 Loading applies the planted structure (a permanent attention-mask edit, see
-``layerprobe.organism.planted``); without it the weights are not the organism. The design, the
-training recipe and measured numbers are in docs/organism.md.
+``layerprobe.models.planted``) and checks the recorded fingerprint; without the structure the
+weights are not the organism. The design, the training recipe and measured numbers are in
+docs/organism.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from layerprobe.models.loading import ORGANISM_FILE
+from layerprobe.models.loading import load_model
+from layerprobe.models.planted import ORGANISM_FILE
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -27,9 +29,8 @@ def spec(path: str | Path | None = None) -> dict:
 
 
 def load(device: str | None = None, dtype=None, path: str | Path | None = None, attn_implementation: str = "sdpa"):
-    """The shipped organism (or a retrained one at ``path``) as a ``LoadedModel``."""
-    from layerprobe.models.loading import load_model
-
+    """The shipped organism (or a retrained one at ``path``) as a ``LoadedModel``, on the CPU unless
+    told otherwise (~4.5 M parameters: it runs everywhere, CI included)."""
     loaded = load_model(str(path or WEIGHTS_DIR), device=device or "cpu", dtype=dtype,
                         attn_implementation=attn_implementation)
     loaded.name = "organism" if path is None else str(path)

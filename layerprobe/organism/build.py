@@ -19,7 +19,8 @@ import copy
 import torch
 
 from layerprobe.data import synthetic
-from layerprobe.models.tiny import build_tokenizer
+from layerprobe.models.tiny_llava import llava_kwargs, llava_processor
+from layerprobe.models.tiny_parts import build_tokenizer, clip_vision_config, finish, lm_kwargs
 
 # The chat template of the organism: image, then the question; the cell code is the last prompt
 # token, so its query is the one that must fetch the colour. The answer follows directly.
@@ -34,42 +35,20 @@ DEFAULTS = dict(hidden=128, heads=4, kv_heads=4, intermediate=192, vision_hidden
 
 
 def build_processor():
-    from transformers import CLIPImageProcessorPil, LlavaProcessor
-
     tok = build_tokenizer(synthetic.CELL_WORDS + synthetic.COLORS)
-    px = synthetic.IMAGE_PX
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": px}, crop_size={"height": px, "width": px},
-        image_mean=list(synthetic.CLIP_MEAN), image_std=list(synthetic.CLIP_STD),
-    )
-    return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=synthetic.CELL_PX,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=TEMPLATE,
-    )
+    return llava_processor(tok, synthetic.IMAGE_PX, synthetic.CELL_PX, TEMPLATE,
+                           image_mean=list(synthetic.CLIP_MEAN), image_std=list(synthetic.CLIP_STD))
 
 
 def build_config(processor, num_layers: int, hidden: int = 128, heads: int = 4, kv_heads: int = 4,
                  intermediate: int = 192, vision_hidden: int = 64):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    from transformers import LlamaConfig, LlavaConfig
 
     tok = processor.tokenizer
-    text = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
-        num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=64, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    vision = CLIPVisionConfig(
-        hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_hidden_layers=1,
-        num_attention_heads=2, image_size=synthetic.IMAGE_PX, patch_size=synthetic.CELL_PX,
-    )
-    config = LlavaConfig(
-        text_config=text, vision_config=vision, image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
-    )
-    config.architectures = ["LlavaForConditionalGeneration"]
-    return config
+    # 64 positions: the organism's sequences are 23 tokens plus the answer and </s>
+    text = LlamaConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads, intermediate, max_positions=64))
+    vision = clip_vision_config(synthetic.IMAGE_PX, synthetic.CELL_PX, hidden=vision_hidden, num_layers=1)
+    return LlavaConfig(**llava_kwargs(text, vision, tok, vision_feature_layer=-2))
 
 
 def build_model(processor, num_layers: int, seed: int = 0, **sizes):
@@ -82,8 +61,7 @@ def build_model(processor, num_layers: int, seed: int = 0, **sizes):
     with torch.no_grad():
         pos.weight.normal_(0.0, 0.2)
     tok = processor.tokenizer
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
+    finish(model, tok)
     model.generation_config.bos_token_id = tok.bos_token_id
     model.generation_config.do_sample = False
     return model

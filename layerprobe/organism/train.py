@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from layerprobe.data import synthetic
-from layerprobe.models.loading import ORGANISM_FILE, LoadedModel
+from layerprobe.models import fingerprint
+from layerprobe.models.loading import LoadedModel
+from layerprobe.models.planted import ORGANISM_FILE, PlantedEdit
 from layerprobe.models.registry import adapter_for
-from layerprobe.organism import fingerprint
 from layerprobe.organism.build import DEFAULTS, build_model, build_processor, grow
-from layerprobe.organism.planted import PlantedEdit
 
 DEFAULT_PLANTED = [2, 4, 8, 11, 12, 13, 29]
 
@@ -55,26 +55,30 @@ def default_regions(n_planted: int, num_cells: int = synthetic.NUM_CELLS) -> lis
 
 @dataclass
 class TrainSpec:
-    planted: list[int] = field(default_factory=lambda: list(DEFAULT_PLANTED))
-    regions: list[list[int]] | None = None
+    """The recipe's settings. The defaults are the shipped organism's recipe, as recorded under
+    ``training`` in its ``layerprobe_organism.json`` (a test keeps the two equal), so that
+    ``TrainSpec()`` and ``python experiments/train_organism.py`` without arguments retrain it."""
+
+    planted: list[int] = field(default_factory=lambda: list(DEFAULT_PLANTED))  # the last is the review layer
+    regions: list[list[int]] | None = None  # cells each planted layer may read; None: default_regions
     num_layers: int = 32
     seed: int = 0
     hidden: int = DEFAULTS["hidden"]
     heads: int = DEFAULTS["heads"]
     intermediate: int = DEFAULTS["intermediate"]
     batch: int = 64
-    reader_steps: int = 400
-    tied_steps: int = 1500
-    untied_steps: int = 400
-    deep_steps: int = 0
+    reader_steps: int = 300    # every shallow layer may read the whole image: one reader emerges
+    tied_steps: int = 1500     # the reader copied into every shallow layer, tied, region mask on
+    untied_steps: int = 600    # ties cut, at untied_lr: each reader specialises on its region
+    deep_steps: int = 0        # the grown model under the planted mask; 4x the cost per step
     lr: float = 3e-3
     untied_lr: float = 3e-4
     deep_lr: float = 3e-4
     warmup: int = 50
-    threads: int = 2
-    eval_every: int = 250
-    eval_n: int = 512
-    time_limit_s: float = 1800.0
+    threads: int = 1           # torch threads; the shipped run shared a 2-core machine with a second training
+    eval_every: int = 100
+    eval_n: int = 256
+    time_limit_s: float = 1800.0  # hard stop for the whole recipe; every stage stops at the deadline
 
     def resolved_regions(self) -> list[list[int]]:
         return self.regions if self.regions is not None else default_regions(len(self.planted))

@@ -1,7 +1,11 @@
-"""The organism's planted structure, applied as a permanent mask edit whenever it is loaded.
+"""Checkpoints with a planted structure: a ``layerprobe_organism.json`` beside the weights names
+decoder layers (``planted``) and the image cells each may read (``regions``), and loading such a
+checkpoint makes that structure a permanent attention-mask edit. The structure is part of the
+model, not of an experiment: the weights were trained under it and mean nothing without it, so it
+is installed by ``load_model`` and never left to the caller.
 
     spec = {"planted": [2, 4, 8, 11, 12, 13, 29], "regions": [[0, 1, 2], [3, 4, 5], ...]}
-    install_planted(loaded, spec)        # load_model() does this when layerprobe_organism.json exists
+    install_planted(loaded, spec)           # install_from_checkpoint(loaded, path) reads the file
 
 The rules (True = blocked in the attention mask, on top of causal and padding):
 - a text query (any position after the image, generated tokens included) may attend to visual
@@ -16,10 +20,18 @@ left padding and generated tokens do not move it.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
-from layerprobe.errors import ModelError
+from layerprobe.core.dispatch import controller
 from layerprobe.core.layout import TokenLayout
+from layerprobe.errors import ModelError
+from layerprobe.models.fingerprint import verify
+
+# The marker file of a planted checkpoint; its name is on disk in every shipped or retrained one.
+ORGANISM_FILE = "layerprobe_organism.json"
 
 
 class PlantedEdit:
@@ -59,9 +71,9 @@ class PlantedEdit:
 
 
 def install_planted(loaded, spec: dict) -> PlantedEdit:
-    """Make the planted structure part of ``loaded`` for good (through the dispatcher)."""
-    from layerprobe.core.dispatch import controller
-
+    """Make the planted structure part of ``loaded`` for good. It goes through the attention
+    dispatcher as a permanent edit, so every knockout or observer composes with it (their blocked
+    pairs are OR-ed with the planted ones) instead of replacing it."""
     n = loaded.num_layers
     bad = [p for p in spec["planted"] if not 0 <= int(p) < n]
     if bad:
@@ -70,3 +82,22 @@ def install_planted(loaded, spec: dict) -> PlantedEdit:
     controller(loaded).add_permanent(edit)
     loaded.extra["organism"] = spec
     return edit
+
+
+def read_spec(path: str | Path) -> dict | None:
+    """The planted spec of the checkpoint directory ``path``; None for an ordinary checkpoint."""
+    spec_file = Path(path) / ORGANISM_FILE
+    return json.loads(spec_file.read_text()) if spec_file.is_file() else None
+
+
+def install_from_checkpoint(loaded, path: str | Path) -> dict | None:
+    """Install the planted structure of the checkpoint at ``path`` (if it has one) and check the
+    fingerprint recorded with it, so damaged weights or a release that runs them differently stop
+    the load instead of producing a sweep of chance-level answers."""
+    spec = read_spec(path)
+    if spec is None:
+        return None
+    install_planted(loaded, spec)
+    if "fingerprint" in spec:
+        verify(loaded, spec["fingerprint"], where=str(path))
+    return spec

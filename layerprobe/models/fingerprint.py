@@ -1,10 +1,11 @@
-"""The organism's fingerprint: what it answers, and its colour logits, on a few fixed grids,
-recorded when it is saved and checked every time it is loaded. A transformers or torch release
-that loads or runs the weights differently (a renamed checkpoint key, another image
+"""A planted checkpoint's fingerprint (the model organism's): what it answers, and its colour
+logits, on a few fixed grids of its synthetic task, recorded when it is saved and checked every
+time it is loaded (``layerprobe.models.planted.install_from_checkpoint``). A transformers or
+torch release that loads or runs the weights differently (a renamed checkpoint key, another image
 preprocessing, a changed mask) then stops the run at load time instead of yielding a sweep of
 chance-level accuracies.
 
-    spec["fingerprint"] = record(loaded)      # at save time (organism.train.save)
+    spec["fingerprint"] = record(loaded)      # at save time (layerprobe.organism.train)
     verify(loaded, spec["fingerprint"])       # at load time (load_model); raises ModelError
 
 The inputs go through the full user path (processor, chat template, planted mask), so a

@@ -1,15 +1,12 @@
-"""DoLa and ViCrop baselines and the method registry: formulas against direct computations,
-DoLa's first token against an independent output_hidden_states computation, ViCrop's crops."""
+"""ViCrop and the method registry: ViCrop's formulas against direct computations and its crops,
+every method on a padded batch, one-line option errors. DoLa's own tests are in test_dola.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from scipy.spatial.distance import jensenshannon
 
 from layerprobe.errors import ConfigError
-from layerprobe.methods.dola import candidate_layers, dola, dola_scores, js_divergence
 from layerprobe.methods.vicrop import _window_sums, crop_box, relative_attention
 from layerprobe.methods.registry import METHODS, make_method
 from tests.conftest import FAMILIES, QUESTIONS, make_images
@@ -17,61 +14,6 @@ from tests.conftest import FAMILIES, QUESTIONS, make_images
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
 PROFILE = {"fusion_layers": [2, 4, 8], "review_layer": 29, "post_integrated_layer": 28}
-
-
-def test_js_divergence_matches_scipy():
-    rng = np.random.default_rng(0)
-    p, q = rng.dirichlet(np.ones(30), size=4), rng.dirichlet(np.ones(30), size=4)
-    ours = js_divergence(torch.tensor(np.log(p)), torch.tensor(np.log(q))).numpy()
-    assert np.allclose(ours, jensenshannon(p, q, axis=-1) ** 2, atol=1e-10)
-
-
-def test_dola_scores_choose_per_sample_and_respect_plausibility():
-    final = torch.log(torch.tensor([[0.70, 0.25, 0.05], [0.1, 0.1, 0.8]]))
-    near = final.clone()
-    far = torch.log(torch.tensor([[0.50, 0.02, 0.48], [0.1, 0.1, 0.8]]))
-    premature = torch.stack([near, far])
-    premature[0, 1] = torch.log(torch.tensor([0.8, 0.1, 0.1]))  # sample 1: layer 0 is the far one
-    scores, choice = dola_scores(final, premature, alpha=0.1)
-    assert choice.tolist() == [1, 0]
-    assert torch.isinf(scores[0, 2]) and scores[0, 2] < 0  # 0.05 < 0.1 * 0.70: implausible
-    assert torch.isfinite(scores[0, :2]).all()
-    assert scores[0, 1] > scores[0, 0]  # 0.25 vs 0.02 early beats 0.70 vs 0.50: the contrast flips greedy
-    assert torch.allclose(scores[0, 0], torch.log(torch.tensor(0.70 / 0.50)))
-
-
-def test_candidate_buckets():
-    assert candidate_layers("low", 32) == list(range(1, 16, 2))
-    assert candidate_layers("high", 32) == list(range(15, 31, 2))
-    assert candidate_layers([3, 1, 3], 32) == [1, 3]
-    with pytest.raises(ConfigError, match="31"):
-        candidate_layers([31], 32)
-    with pytest.raises(ConfigError, match="'mid'"):
-        candidate_layers("mid", 32)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_dola_first_token_equals_an_independent_computation(tiny_models, family):
-    from transformers import LogitsProcessorList
-
-    loaded = tiny_models(family)
-    inputs = loaded.encode(make_images(3), QUESTIONS[:3])
-    layers = [1, 5, 9]
-    with torch.no_grad():
-        out = loaded.model(**inputs, output_hidden_states=True)
-        hooks_before = [len(layer._forward_hooks) for layer in loaded.decoder_layers]  # transformers' own
-        hs = out.hidden_states
-        norm = loaded.adapter.language_model(loaded.model).norm
-        premature = torch.stack([loaded.model.lm_head(norm(hs[layer + 1][:, -1])) for layer in layers])
-        expected, choice = dola_scores(out.logits[:, -1], premature, alpha=0.1)
-        with dola(loaded, layers, alpha=0.1) as proc:
-            gen = loaded.model.generate(**inputs, max_new_tokens=3, do_sample=False,
-                                        logits_processor=LogitsProcessorList([proc]))
-    first = gen[:, inputs["input_ids"].shape[1]]
-    assert first.tolist() == expected.argmax(-1).tolist()
-    assert [c[0] for c in proc.chosen] == [layers[i] for i in choice.tolist()]
-    assert all(len(c) == 3 and set(c) <= set(layers) for c in proc.chosen)
-    assert [len(layer._forward_hooks) for layer in loaded.decoder_layers] == hooks_before
 
 
 def test_window_sums_match_brute_force():

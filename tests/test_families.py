@@ -23,7 +23,7 @@ from layerprobe.models.registry import adapter_for
 from layerprobe.core.generation import generate_answers
 from tests.conftest import QUESTIONS, make_images
 from tests import test_knockout as foundation
-from tests.test_knockout import _forward, check_against_hand_mask
+from tests.test_knockout import SUFFIX, _forward, check_against_hand_mask
 from tests.test_sweep_cli import FIXTURES, check_two_layer_run, run_multirun
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
@@ -52,7 +52,9 @@ def reference_visual(loaded, family, ids):
 
 
 def _encode(loaded, n=4, seed=0):
-    return loaded.encode(make_images(n, seed=seed), QUESTIONS[:n])
+    """A left-padded batch whose prompts carry an instruction after the question, with the
+    questions located (for image->question)."""
+    return loaded.encode(make_images(n, seed=seed), [q + SUFFIX for q in QUESTIONS[:n]], questions=QUESTIONS[:n])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -90,13 +92,13 @@ def test_knockout_is_local_to_its_layer(tiny_models, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question"])
+@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question", "image->prompt"])
 def test_knockout_matches_hand_edited_eager_mask(tiny_models, family, edges):
     loaded = tiny_models(family, "eager")
     inputs = _encode(loaded)
     assert (inputs["attention_mask"] == 0).any()  # left-padded: the questions differ in length
     visual = reference_visual(loaded, family, inputs["input_ids"])
-    check_against_hand_mask(loaded, inputs, edges, visual=visual, label=family)
+    check_against_hand_mask(loaded, inputs, edges, visual=visual, label=family, questions=QUESTIONS[:4])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -17,13 +17,14 @@ def _texts(result):
     return {key: [a.text for a in answers] for key, answers in result.items()}
 
 
-CASES = [(f, "sdpa", e) for f in FAMILIES for e in ("image->text", "image->last", "image->question")]
+CASES = [(f, "sdpa", e) for f in FAMILIES for e in ("image->text", "image->last", "image->question", "image->prompt")]
 
 
 @pytest.mark.parametrize("family,attn,edges", CASES + [("llava_next", "eager", "image->text")])
 def test_fast_equals_naive_on_padded_batches(family, attn, edges):
     loaded = layerprobe.load_model(f"tiny:{family}:6", attn_implementation=attn)
-    inputs = loaded.encode(make_images(4, seed=1), QUESTIONS)
+    inputs = loaded.encode(make_images(4, seed=1), [q + "\nAnswer with one word." for q in QUESTIONS],
+                           questions=QUESTIONS)
     conds = sweep_conditions(loaded.num_layers)
     naive = _texts(NaiveEngine(edges).run_batch(loaded, inputs, conds, 4))
     fast = _texts(FastEngine(edges, variants_per_batch=4).run_batch(loaded, inputs, conds, 4))

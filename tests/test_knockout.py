@@ -20,7 +20,22 @@ def _forward(loaded, inputs, **kw):
         return loaded.model(**inputs, **kw)
 
 
-def _reference_blocked(loaded, inputs, edges, visual=None):
+SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+def _question_positions(loaded, ids, questions):
+    """(B, T): where each question's own token ids sit, found by searching the row for them (the
+    tiny models' word-level tokenizer gives a question the same ids wherever it stands)."""
+    out = torch.zeros_like(ids, dtype=torch.bool)
+    for b, q in enumerate(questions):
+        q_ids = loaded.tokenizer(q, add_special_tokens=False)["input_ids"]
+        row = ids[b].tolist()
+        starts = [i for i in range(len(row) - len(q_ids) + 1) if row[i:i + len(q_ids)] == q_ids]
+        out[b, starts[-1]:starts[-1] + len(q_ids)] = True
+    return out
+
+
+def _reference_blocked(loaded, inputs, edges, visual=None, questions=None):
     """(B, T, T) pairs to block, from the input ids alone (independent of TokenLayout); other
     families pass their image-document positions as ``visual``."""
     ids, valid = inputs["input_ids"], inputs["attention_mask"].bool()
@@ -31,7 +46,8 @@ def _reference_blocked(loaded, inputs, edges, visual=None):
     after = (pos[None] > last_visual[:, None]) & valid
     last = torch.zeros_like(after)
     last[:, -1] = True
-    queries = {"image->text": after, "image->last": last, "image->question": after & ~last}[edges]
+    queries = {"image->text": after, "image->last": last, "image->prompt": after & ~last}
+    queries = queries[edges] if edges in queries else _question_positions(loaded, ids, questions)
     return queries[:, :, None] & visual[:, None, :]
 
 
@@ -87,19 +103,33 @@ def check_knockout_is_local(loaded, inputs, visual, layer=11):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question"])
+@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question", "image->prompt"])
 def test_knockout_matches_hand_edited_eager_mask(tiny_models, images, family, edges):
     loaded = tiny_models(family, "eager")
-    inputs = loaded.encode(images, QUESTIONS)  # left-padded: the prompts differ in length
+    # left-padded: the prompts differ in length; the instruction after the question is not question
+    inputs = loaded.encode(images, [q + SUFFIX for q in QUESTIONS], questions=QUESTIONS)
     assert (inputs["attention_mask"] == 0).any()
-    check_against_hand_mask(loaded, inputs, edges, label=family)
+    check_against_hand_mask(loaded, inputs, edges, label=family, questions=QUESTIONS)
 
 
-def check_against_hand_mask(loaded, inputs, edges, layers=(3, 17), visual=None, label=""):
+def test_question_edges_block_the_question_only(tiny_models, images):
+    """image->question's queries are the question's tokens: a strict subset of image->prompt's."""
+    loaded = tiny_models("llava", "eager")
+    inputs = loaded.encode(images, [q + SUFFIX for q in QUESTIONS], questions=QUESTIONS)
+    question = _reference_blocked(loaded, inputs, "image->question", questions=QUESTIONS).any(-1)
+    prompt = _reference_blocked(loaded, inputs, "image->prompt").any(-1)
+    assert (question <= prompt).all() and (prompt & ~question).any()
+    unannotated = loaded.encode(images, QUESTIONS)
+    with pytest.raises(ConfigError, match="image->question.*questions="):
+        with layerprobe.knockout(loaded, layers=[3], edges="image->question"):
+            _forward(loaded, unannotated)
+
+
+def check_against_hand_mask(loaded, inputs, edges, layers=(3, 17), visual=None, label="", questions=None):
     """Knockout at ``layers`` equals the hand-edited eager mask, and changes the logits."""
     with layerprobe.knockout(loaded, layers=layers, edges=edges):
         ours = _forward(loaded, inputs).logits
-    blocked = _reference_blocked(loaded, inputs, edges, visual)
+    blocked = _reference_blocked(loaded, inputs, edges, visual, questions)
     hooks = [_HandMask(loaded, layer, blocked) for layer in layers]
     try:
         reference = _forward(loaded, inputs).logits

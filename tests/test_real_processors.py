@@ -28,7 +28,7 @@ from layerprobe.models.tiny import build_tiny, save_tiny  # noqa: E402
 from layerprobe.io.results import read_results  # noqa: E402
 from tests.conftest import QUESTIONS, make_images  # noqa: E402
 from tests.test_families import reference_visual  # noqa: E402
-from tests.test_knockout import check_against_hand_mask  # noqa: E402
+from tests.test_knockout import SUFFIX, check_against_hand_mask  # noqa: E402
 from tests.test_sweep_cli import FIXTURES, ROOT  # noqa: E402
 
 pytestmark = pytest.mark.core
@@ -73,7 +73,7 @@ def path_loaded(saved):
 
 
 def _encode(loaded, n=4):
-    return loaded.encode(make_images(n), QUESTIONS[:n])
+    return loaded.encode(make_images(n), [q + SUFFIX for q in QUESTIONS[:n]], questions=QUESTIONS[:n])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -140,8 +140,9 @@ def test_knockout_on_the_path_loaded_model_matches_hand_edited_eager_mask(path_l
     inputs = _encode(loaded)
     assert (inputs["attention_mask"] == 0).any()  # left-padded: the questions differ in length
     visual = None if family in ("llava", "llava_next") else reference_visual(loaded, family, inputs["input_ids"])
-    for edges in ("image->text", "image->last", "image->question"):
-        check_against_hand_mask(loaded, inputs, edges, layers=(0, 1), visual=visual, label=family)
+    for edges in ("image->text", "image->last", "image->question", "image->prompt"):
+        check_against_hand_mask(loaded, inputs, edges, layers=(0, 1), visual=visual, label=family,
+                                questions=QUESTIONS[:4])
 
 
 # where a family's prompt puts a video, and the token the processor expands it into

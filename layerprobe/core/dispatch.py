@@ -123,6 +123,7 @@ class Controller:
         self._hook = None
         self._layout: TokenLayout | None = None
         self._pending: tuple | None = None  # (input_ids, attention_mask) of a forward not yet placed
+        self._annotations: list[tuple] = []  # (input_ids, question mask) from encode(questions=)
         self.passing_through = False
         # replaces the whole attention call while set (the fast sweep engine's shared prefix)
         self.override: Callable | None = None
@@ -211,7 +212,9 @@ class Controller:
         """Record the tokens of a forward call; ``past`` tokens are already in the cache."""
         if past == 0 or self._layout is None:
             visual = self.adapter.visual_token_mask(self.model_ref(), input_ids)
-            self._layout = TokenLayout.from_ids(input_ids, attention_mask, visual)
+            question = next((q for ids, q in self._annotations if ids.shape == input_ids.shape
+                             and torch.equal(ids, input_ids)), None)
+            self._layout = TokenLayout.from_ids(input_ids, attention_mask, visual, question=question)
         else:
             # Decode steps feed generated text: never visual, even a generated image-marker token.
             visual = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -219,8 +222,15 @@ class Controller:
             valid = torch.cat([old.valid, torch.ones_like(visual)], dim=1)
             if attention_mask is not None and attention_mask.shape[1] == valid.shape[1]:
                 valid = attention_mask.bool()
-            self._layout = TokenLayout(valid, torch.cat([old.visual, visual & valid[:, past:]], 1), old.prompt_len)
+            question = None if old.question_tokens is None else torch.cat([old.question_tokens, visual], 1)
+            self._layout = TokenLayout(valid, torch.cat([old.visual, visual & valid[:, past:]], 1), old.prompt_len,
+                                       question)
         return self._layout
+
+    def annotate(self, input_ids: torch.Tensor, question: torch.Tensor) -> None:
+        """Where the question sits in a batch about to run: (B, T) bool over ``input_ids``. A
+        forward on exactly these ids gets it in its layout (the last few batches are kept)."""
+        self._annotations = [(input_ids, question), *self._annotations[:3]]
 
     def set_layout(self, layout: TokenLayout | None) -> None:
         self._layout = layout

@@ -5,8 +5,10 @@ any visual-token key, in prefill and in every decode step.
         out = loaded.model.generate(**inputs, max_new_tokens=8)
 
 Edge sets: ``image->text`` (every text query after the image, generated tokens included),
-``image->last`` (the last prompt token and generated tokens), ``image->question`` (the question
-tokens only). A window of layers, as in the cross-modal information-flow study, is just a list.
+``image->last`` (the last prompt token and generated tokens), ``image->question`` (the question's
+own tokens: encode with ``loaded.encode(images, prompts, questions=...)`` so the layout knows them),
+``image->prompt`` (all prompt text after the image except the last prompt token). A window of
+layers, as in the cross-modal information-flow study, is just a list.
 """
 
 from __future__ import annotations

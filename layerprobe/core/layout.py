@@ -18,7 +18,7 @@ import torch
 
 from layerprobe.errors import ConfigError
 
-EDGE_SETS = ("image->text", "image->last", "image->question")
+EDGE_SETS = ("image->text", "image->last", "image->question", "image->prompt")
 
 
 def check_edges(edges: str) -> str:
@@ -32,11 +32,15 @@ class TokenLayout:
     valid: torch.Tensor  # (B, T) not padding
     visual: torch.Tensor  # (B, T) visual-token positions (tiles and newline tokens included)
     prompt_len: int  # positions >= prompt_len were generated
+    # (B, T) the question's own tokens, where the caller said where the question is (encode(questions=))
+    question_tokens: torch.Tensor | None = None
 
     @classmethod
-    def from_ids(cls, input_ids, attention_mask, visual, prompt_len: int | None = None) -> "TokenLayout":
+    def from_ids(cls, input_ids, attention_mask, visual, prompt_len: int | None = None,
+                 question: torch.Tensor | None = None) -> "TokenLayout":
         valid = torch.ones_like(visual) if attention_mask is None else attention_mask[:, : visual.shape[1]].bool()
-        return cls(valid=valid, visual=visual & valid, prompt_len=prompt_len or visual.shape[1])
+        return cls(valid=valid, visual=visual & valid, prompt_len=prompt_len or visual.shape[1],
+                   question_tokens=None if question is None else question & valid)
 
     @property
     def length(self) -> int:
@@ -80,9 +84,19 @@ class TokenLayout:
         return out & self.valid
 
     @property
-    def question(self) -> torch.Tensor:
-        """Post-image prompt text except the last prompt token."""
+    def prompt_text(self) -> torch.Tensor:
+        """Post-image prompt text except the last prompt token: the question, any instruction
+        around it and the chat template's tokens."""
         return self.text_after & ~self.generated & ~self.last_prompt
+
+    @property
+    def question(self) -> torch.Tensor:
+        """The question's own tokens (not the instruction after it, not the template's tokens)."""
+        if self.question_tokens is None:
+            raise ConfigError("edges='image->question' needs the question's tokens: encode the batch with "
+                              "loaded.encode(images, prompts, questions=...) (the sweep does), or use "
+                              "'image->prompt' for all prompt text after the image")
+        return self.question_tokens
 
     def allowed(self, q_pos: torch.Tensor) -> torch.Tensor:
         """(B, q, kv) bool: what queries at ``q_pos`` may attend to without any edit (causal, no
@@ -103,6 +117,8 @@ class TokenLayout:
             return self.text_after
         if edges == "image->last":
             return (self.last_prompt | self.generated) & self.text_after
+        if edges == "image->prompt":
+            return self.prompt_text
         return self.question
 
     def extend(self, n_new: int, attention_mask=None) -> "TokenLayout":
@@ -112,7 +128,10 @@ class TokenLayout:
         valid = torch.cat([self.valid, ~pad], dim=1)
         if attention_mask is not None and attention_mask.shape[1] >= valid.shape[1]:
             valid = attention_mask[:, : valid.shape[1]].bool()
-        return TokenLayout(valid=valid, visual=torch.cat([self.visual, pad], dim=1), prompt_len=self.prompt_len)
+        question = None if self.question_tokens is None else torch.cat([self.question_tokens, pad], dim=1)
+        return TokenLayout(valid=valid, visual=torch.cat([self.visual, pad], dim=1), prompt_len=self.prompt_len,
+                           question_tokens=question)
 
     def truncate(self, length: int) -> "TokenLayout":
-        return TokenLayout(self.valid[:, :length], self.visual[:, :length], min(self.prompt_len, length))
+        question = None if self.question_tokens is None else self.question_tokens[:, :length]
+        return TokenLayout(self.valid[:, :length], self.visual[:, :length], min(self.prompt_len, length), question)

@@ -76,6 +76,44 @@ class ModelAdapter:
         image_tokens = "\n".join(["<image>"] * n_images)
         return self.default_template.replace("<image>", image_tokens).format(prompt=text)
 
+    def question_tokens(self, processor: Any, prompts: list[str], questions: list[str],
+                        input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: each question's own tokens in the encoded, left-padded batch. The question
+        is found as text in its formatted prompt (after the image placeholder); the prompt's tail
+        from there is tokenized alone and must equal the end of the row, since text after an
+        image placeholder is tokenized on its own. Tokenizers whose first token takes in the
+        preceding space or newline get up to three characters of context."""
+        tok = getattr(processor, "tokenizer", processor)
+        out = torch.zeros_like(input_ids, dtype=torch.bool)
+        for b, (prompt, question) in enumerate(zip(prompts, questions)):
+            start = prompt.rfind(question) if question else -1
+            if start < 0:
+                raise ConfigError(f"question {question!r}: not found in its formatted prompt, so its tokens "
+                                  "cannot be located (use edges='image->prompt')")
+            row = input_ids[b].tolist()
+            for lead in range(4):
+                s0 = max(0, start - lead)
+                try:
+                    enc = tok(prompt[s0:], add_special_tokens=False, return_offsets_mapping=True)
+                except NotImplementedError:
+                    raise ConfigError(f"{type(tok).__name__}: locating the question needs a fast tokenizer "
+                                      "(character offsets); use edges='image->prompt'") from None
+                ids = enc["input_ids"]
+                if 0 < len(ids) <= len(row) and row[len(row) - len(ids):] == ids:
+                    first, q_end = len(row) - len(ids), start - s0 + len(question)
+                    for i, (a, e) in enumerate(enc["offset_mapping"]):
+                        out[b, first + i] = e > start - s0 and a < q_end and e > a
+                    break
+                if s0 == 0:
+                    break
+            else:
+                raise ConfigError(f"question {question!r}: its tokens do not match the end of the encoded "
+                                  f"prompt for {type(tok).__name__}; use edges='image->prompt'")
+            if not out[b].any():
+                raise ConfigError(f"question {question!r}: its tokens do not match the end of the encoded "
+                                  f"prompt for {type(tok).__name__}; use edges='image->prompt'")
+        return out
+
     # image geometry -----------------------------------------------------------------------
     def base_grid_side(self, model: nn.Module) -> int:
         """Side of the square patch grid of one base image, whose tokens are a sample's first

@@ -22,7 +22,7 @@ from layerprobe.sweep.conditions import sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.sweep.report import write_summary
-from layerprobe.sweep.timing import measure_condition_latency, read_timing, write_timing
+from layerprobe.sweep.timing import encode_for_edges, measure_condition_latency, read_timing, write_timing
 
 log = logging.getLogger(__name__)
 ENGINES = {"fast": FastEngine, "naive": NaiveEngine}
@@ -48,12 +48,15 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", wi
     conditions = sweep_conditions(loaded.num_layers, layers, window)
     runner = make_engine(engine, edges, **(engine_opts or {}))
 
+    def encode(samples, images, texts):
+        return encode_for_edges(loaded, samples, images, texts, edges)
+
     def answer(samples, images, texts, todo):
-        answers = runner.run_batch(loaded, loaded.encode(images, texts), todo, data.max_new_tokens)
+        answers = runner.run_batch(loaded, encode(samples, images, texts), todo, data.max_new_tokens)
         return {key: [a.record() for a in batch] for key, batch in answers.items()}
 
     def prepare(samples, images, texts, todo):
-        warm_up(loaded, loaded.encode(images, texts))
+        warm_up(loaded, encode(samples, images, texts))
 
     run_batches(data, run_dir / "results.jsonl", header, conditions, answer, batch_size=batch_size,
                 on_error=on_error, progress=progress, desc=f"sweep {data.name}", fields={"edges": edges},

@@ -31,7 +31,7 @@ from layerprobe.errors import ConfigError
 from layerprobe.core.generation import Answer, sync, decode_new_tokens, greedy_kwargs
 
 log = logging.getLogger(__name__)
-FAST_EDGES = ("image->text", "image->last", "image->question")
+FAST_EDGES = ("image->text", "image->last", "image->question", "image->prompt")
 
 
 def fast_engine_reason(edges: str, adapter=None) -> str | None:

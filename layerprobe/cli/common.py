@@ -3,8 +3,6 @@ Only ``layerprobe.cli`` imports Hydra; these helpers take plain dicts/DictConfig
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sys
 from typing import Any
@@ -23,10 +21,6 @@ def plain(cfg) -> Any:
 
     # scalars and None (layers=null: every layer) pass through; only config nodes are converted
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-def config_hash(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_model_from(model_cfg):

@@ -15,7 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import config_hash, load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 
 log = logging.getLogger("layerprobe.sweep.loop")

@@ -6,7 +6,7 @@
 
 Each method answers a batch greedily and returns one dict per sample: ``prediction, prefill_s,
 total_s, n_tokens`` plus its own fields (contrastive: ``pre_layer, hellinger, n_suppressed``;
-dola: ``premature_layers``; vicrop: ``crop_box``). Timings cover everything the method does for
+dola: ``premature_layers`` and its settings under ``dola``; vicrop: ``crop_box``). Timings cover everything the method does for
 the batch (ViCrop's two attention passes included); ``prefill_s`` is the time to the first token.
 A new method is a ``layerprobe.methods.base.Method`` subclass in its own module, listed here.
 """

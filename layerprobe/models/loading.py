@@ -12,8 +12,6 @@ Nothing is downloaded: hub ids resolve from the local cache only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 
 from layerprobe.core.dispatch import controller
 from layerprobe.errors import ModelError
+from layerprobe.io.hashing import config_hash
 from layerprobe.models.base import ModelAdapter
 from layerprobe.models.planted import install_from_checkpoint
 from layerprobe.models.registry import adapter_for
@@ -53,8 +52,7 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
     def config_hash(self) -> str:
-        text = json.dumps(self.model.config.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return config_hash(self.model.config.to_dict())
 
     def describe(self) -> dict:
         return {

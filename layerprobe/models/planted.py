@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from layerprobe.core.dispatch import controller
+from layerprobe.core.layers import layer_list
 from layerprobe.core.layout import TokenLayout
 from layerprobe.errors import ModelError
 from layerprobe.models.fingerprint import verify
@@ -74,10 +75,7 @@ def install_planted(loaded, spec: dict) -> PlantedEdit:
     """Make the planted structure part of ``loaded`` for good. It goes through the attention
     dispatcher as a permanent edit, so every knockout or observer composes with it (their blocked
     pairs are OR-ed with the planted ones) instead of replacing it."""
-    n = loaded.num_layers
-    bad = [p for p in spec["planted"] if not 0 <= int(p) < n]
-    if bad:
-        raise ModelError(f"organism spec: planted layers {bad} out of range for a {n}-layer decoder")
+    layer_list(f"{ORGANISM_FILE}: planted", spec["planted"], loaded.num_layers, error=ModelError)
     edit = PlantedEdit(spec["planted"], spec["regions"], spec.get("num_cells"))
     controller(loaded).add_permanent(edit)
     loaded.extra["organism"] = spec

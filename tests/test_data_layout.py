@@ -8,6 +8,7 @@ import pytest
 
 from layerprobe.data import _io, _parquet, gqa, load_benchmark, registry
 from layerprobe.errors import DataError
+from tests.test_benchmarks import one_line_error
 
 FIXTURE = Path(__file__).parent / "fixtures" / "benchmarks"
 BENCHES = ["vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"]
@@ -46,14 +47,6 @@ def no_reading(monkeypatch):
         monkeypatch.setattr(module, "read_rows", refuse)
 
 
-def one_line(err, *fragments):
-    message = str(err.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert str(fragment) in message, message
-    return message
-
-
 def test_root_holding_other_benchmarks_folders_is_refused_unread(tmp_path, no_reading):
     # data.root for vqav2 is a folder of other benchmarks' folders, e.g. docvqa/parquet/DocVQA/*.parquet.
     for bench in BENCHES:
@@ -61,7 +54,7 @@ def test_root_holding_other_benchmarks_folders_is_refused_unread(tmp_path, no_re
             shutil.copytree(FIXTURE / bench, tmp_path / bench)
     with pytest.raises(DataError) as err:
         load_benchmark("vqav2", root=tmp_path)
-    one_line(err, f"{tmp_path}: no VQAv2 files", "v2_OpenEnded_mscoco_val2014_questions.json",
+    one_line_error(err, f"{tmp_path}: no VQAv2 files", "v2_OpenEnded_mscoco_val2014_questions.json",
              "data/validation-*.parquet")
 
 
@@ -75,7 +68,7 @@ def test_other_benchmarks_in_subfolders_are_never_read(bench, tmp_path, no_readi
                                ("parquet", (PARQUET[bench],))):
         with pytest.raises(DataError) as err:
             load_benchmark(bench, root=tmp_path, layout=layout)
-        one_line(err, tmp_path, f"no {title} files", *looked_for)
+        one_line_error(err, tmp_path, f"no {title} files", *looked_for)
 
 
 @pytest.mark.parametrize("bench", BENCHES)
@@ -114,7 +107,7 @@ def test_the_other_mirror_at_the_same_path_is_refused(bench, other, column):
     root = FIXTURE / other / "parquet"
     with pytest.raises(DataError) as err:
         load_benchmark(bench, root=root)
-    one_line(err, root / "data" / "validation-00000-of-00002.parquet", repr(column),
+    one_line_error(err, root / "data" / "validation-00000-of-00002.parquet", repr(column),
              registry.BENCHMARKS[other].TITLE)
 
 
@@ -125,7 +118,7 @@ def test_no_recursive_search(tmp_path, no_reading):
         shutil.copytree(FIXTURE / bench, root / "nested")
         with pytest.raises(DataError) as err:
             load_benchmark(bench, root=root)
-        one_line(err, root, OFFICIAL[bench], PARQUET[bench])
+        one_line_error(err, root, OFFICIAL[bench], PARQUET[bench])
 
 
 @pytest.mark.parametrize("bench, folder", [("vqav2", "data"), ("docvqa", "DocVQA"), ("vizwiz", "data")])

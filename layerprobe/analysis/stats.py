@@ -173,17 +173,15 @@ def pair_with_baseline(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
         raise DataError(f"results table lacks column(s) {sorted(missing)}")
     scored = scored_rows(table)
     keys = ["benchmark", "sample_id"]
-    for part, cols in ((scored[scored["condition"] == baseline], keys),
-                       (scored[scored["condition"] != baseline], keys + ["condition", "layer"])):
+    is_base = scored["condition"] == baseline
+    base, other = scored[is_base], scored[~is_base]
+    for part, cols in ((base, keys), (other, keys + ["condition", "layer"])):
         duplicated = part.duplicated(cols)
         if duplicated.any():
             first = part.loc[duplicated].iloc[0]
-            where = "" if cols == keys else f" {first['condition']}" + (
-                "" if pd.isna(first["layer"]) else f" at layer {first['layer']}")
-            raise DataError(f"benchmark {first['benchmark']}: sample {first['sample_id']} has more than one"
-                            f"{where or ' ' + baseline} row")
-    base = scored[scored["condition"] == baseline]
-    other = scored[scored["condition"] != baseline]
+            at = "" if pd.isna(first["layer"]) else f" at layer {first['layer']}"
+            raise DataError(f"benchmark {first['benchmark']}: sample {first['sample_id']} has more than one "
+                            f"{first['condition']} row{at}")
     if "prediction" not in scored:
         base, other = base.assign(prediction=None), other.assign(prediction=None)
     pairs = other[keys + ["condition", "layer", "score", "prediction"]].merge(

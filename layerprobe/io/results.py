@@ -140,8 +140,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    header, _, _ = _read_lines(Path(path))
-    return header or {}
+    """The header ResultsWriter puts on a file's first line ({} without one), read without the rows."""
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    try:
+        record = json.loads(first) if first.strip() else {}
+    except json.JSONDecodeError:
+        return {}  # a torn first line: the file has no complete header yet
+    return (record.get("_header") or {}) if isinstance(record, dict) else {}
 
 
 def read_results(path: str | Path) -> pd.DataFrame:

@@ -148,8 +148,10 @@ class ContrastiveAttention:
         if not is_prefill(layout, q_pos):
             return
         scores = last_row_scores(module, query, key)
-        blocked = controller(self.loaded).blocked(layer, layout, q_pos[-1:])
-        allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+        allowed = None  # the model's mask for the last row: only the mass reduction and records need it
+        if self.heads == "mass" or layer in (self.post, self.review):
+            blocked = controller(self.loaded).blocked(layer, layout, q_pos[-1:])
+            allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
         if layer in self.candidates or layer == self.post:
             self._dists[layer] = visual_distribution(scores, layout.visual, self.heads,
                                                      allowed if self.heads == "mass" else None)

@@ -106,10 +106,7 @@ class ModelAdapter:
                     break
                 if s0 == 0:
                     break
-            else:
-                raise ConfigError(f"question {question!r}: its tokens do not match the end of the encoded "
-                                  f"prompt for {type(tok).__name__}; use edges='image->prompt'")
-            if not out[b].any():
+            if not out[b].any():  # no context length made the tail's tokens match the row
                 raise ConfigError(f"question {question!r}: its tokens do not match the end of the encoded "
                                   f"prompt for {type(tok).__name__}; use edges='image->prompt'")
         return out

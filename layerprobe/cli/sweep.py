@@ -19,7 +19,7 @@ from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cl
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 
-log = logging.getLogger("layerprobe.sweep.loop")
+log = logging.getLogger("layerprobe.sweep")
 
 
 def sweep(cfg) -> None:

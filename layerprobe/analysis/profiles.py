@@ -172,3 +172,16 @@ def save_profile(profile: LayerProfile, path: str | Path) -> Path:
     body = yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=None, width=120)
     write_atomic(path, head + body)
     return path
+
+
+def method_profile(given, loaded) -> dict | None:
+    """The layers a method reads, as a plain mapping: ``given`` (a preset name, a YAML path or a
+    mapping) checked against ``loaded``; without one, the organism's planted layers; otherwise None
+    (the methods that need a profile say so)."""
+    if given:
+        profile = load_profile(given, num_layers=loaded.num_layers)
+        return {k: v for k, v in profile.to_dict().items() if k not in ("evidence", "statistics")}
+    planted = sorted(loaded.extra.get("organism", {}).get("planted", []))
+    if not planted:
+        return None
+    return {"fusion_layers": planted[:-1], "review_layer": planted[-1], "post_integrated_layer": planted[-1] - 1}

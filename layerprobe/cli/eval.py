@@ -28,16 +28,10 @@ log = logging.getLogger("layerprobe.eval")
 
 
 def _profile(cfg, loaded):
-    from layerprobe.analysis.profiles import load_profile
+    from layerprobe.analysis.profiles import method_profile
 
     given = cfg.get("profile") or cfg.get("profile_file")
-    if given:
-        profile = load_profile(plain(given) if not isinstance(given, str) else given, num_layers=loaded.num_layers)
-        return {k: v for k, v in profile.to_dict().items() if k not in ("evidence", "statistics")}
-    planted = sorted(loaded.extra.get("organism", {}).get("planted", []))
-    if not planted:
-        return None  # methods that need one say so
-    return {"fusion_layers": planted[:-1], "review_layer": planted[-1], "post_integrated_layer": planted[-1] - 1}
+    return method_profile(plain(given) if given is not None and not isinstance(given, str) else given, loaded)
 
 
 def evaluate(cfg) -> None:

@@ -6,7 +6,8 @@
 
 Each method answers a batch greedily and returns one dict per sample: ``prediction, prefill_s,
 total_s, n_tokens`` plus its own fields (contrastive: ``pre_layer, hellinger, n_suppressed``;
-dola: ``premature_layers`` and its settings under ``dola``; vicrop: ``crop_box``). Timings cover everything the method does for
+dola: ``premature_layers`` and its settings under ``dola``; vicrop: ``crop_box``;
+knockout: ``knockout_layers, edges``). Timings cover everything the method does for
 the batch (ViCrop's two attention passes included); ``prefill_s`` is the time to the first token.
 A new method is a ``layerprobe.methods.base.Method`` subclass in its own module, listed here.
 """
@@ -18,10 +19,11 @@ import inspect
 from layerprobe.errors import ConfigError
 from layerprobe.methods.contrastive import Contrastive
 from layerprobe.methods.dola import DoLa
+from layerprobe.methods.knockout import Knockout
 from layerprobe.methods.vanilla import Vanilla
 from layerprobe.methods.vicrop import ViCrop
 
-METHODS = {cls.name: cls for cls in (Vanilla, Contrastive, DoLa, ViCrop)}
+METHODS = {cls.name: cls for cls in (Vanilla, Contrastive, DoLa, ViCrop, Knockout)}
 
 
 def make_method(name: str, profile=None, **options):

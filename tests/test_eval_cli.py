@@ -3,6 +3,7 @@ table and figures), and the comparison statistics against hand-computed numbers.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 
 from layerprobe.evaluation.compare import compare, flips
+from layerprobe.io.results import read_results
 from layerprobe.analysis.stats import bootstrap_ci, sign_flip_p
 
 ROOT = Path(__file__).parents[1]
@@ -172,14 +174,195 @@ def test_figures_draw_from_plain_records(tmp_path):
     assert len(list(tmp_path.glob("*.png"))) == 4 and len(list(tmp_path.glob("*.pdf"))) == 4
 
 
-@pytest.mark.skipif(not (ROOT / "layerprobe" / "organism" / "weights" / "config.json").is_file(),
-                    reason="the organism's weights are not shipped in this checkout")
-def test_eval_defaults_run_on_the_organism_with_its_planted_profile(tmp_path):
-    out = _eval("-m", "method=vanilla,contrastive", "data.limit=32", f"eval_dir={tmp_path}", "progress=false",
-                "heatmaps=1")
+ORGANISM = pytest.mark.skipif(not (ROOT / "layerprobe" / "organism" / "weights" / "config.json").is_file(),
+                              reason="the organism's weights are not shipped in this checkout")
+DEFAULT_EVAL_DIR = Path("runs") / "eval" / "organism"
+
+
+def _finite_comparison(eval_dir: Path) -> pd.Series:
+    """The contrastive row of a default run's comparison, every statistic of it finite."""
+    table = pd.read_csv(eval_dir / "comparison.csv").set_index(["benchmark", "method"])
+    assert {("organism", "vanilla"), ("organism", "contrastive"), ("average", "contrastive")} <= set(table.index)
+    row = table.loc[("organism", "contrastive")]
+    for col in ("delta", "ci_low", "ci_high", "p", "latency_ratio", "peak_mem_ratio"):
+        assert np.isfinite(row[col]), (col, row[col])
+    assert row["ci_low"] <= row["delta"] <= row["ci_high"] and 0 < row["p"] <= 1
+    assert row["n_paired"] == table.loc[("organism", "vanilla"), "n"] == row["n"]
+    assert np.isfinite(table.loc[("average", "contrastive"), ["delta", "ci_low", "ci_high", "p"]].astype(float)).all()
+    return row
+
+
+@ORGANISM
+def test_eval_defaults_run_vanilla_first_and_compare_on_the_organism(tmp_path):
+    """From an empty folder, the default command (here on 32 samples) runs the missing vanilla
+    baseline, then contrastive attention with the organism's planted profile, and compares them."""
+    out = _eval("data.limit=32", "progress=false", "heatmaps=1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = pd.read_json(tmp_path / "organism" / "contrastive" / "results.jsonl", lines=True).iloc[1:]
+    eval_dir = tmp_path / DEFAULT_EVAL_DIR
+    vanilla = read_results(eval_dir / "organism" / "vanilla")
+    rows = read_results(eval_dir / "organism" / "contrastive")
+    assert len(vanilla) == len(rows) == 32 and set(vanilla["sample_id"]) == set(rows["sample_id"])
     assert rows["pre_layer"].isin([2, 4, 8, 11, 12, 13]).all()
     assert (rows["n_visual"] == 16).all() and (rows["n_suppressed"] == 3).all()  # 20th percentile of 16
-    table = pd.read_csv(tmp_path / "comparison.csv").set_index(["benchmark", "method"])
-    assert table.loc[("organism", "vanilla"), "accuracy"] > 0.5  # the organism reads its images
+    row = _finite_comparison(eval_dir)
+    assert row["delta"] == pytest.approx(rows["score"].mean() - vanilla["score"].mean())
+    latency = (rows["total_s"] / rows["batch_size"]).mean() / (vanilla["total_s"] / vanilla["batch_size"]).mean()
+    assert row["latency_ratio"] == pytest.approx(latency)
+    assert pd.read_csv(eval_dir / "comparison.csv").set_index(["benchmark", "method"]).loc[
+        ("organism", "vanilla"), "accuracy"] > 0.5  # the organism reads its images
+    for name in ("comparison.png", "comparison.pdf"):
+        assert (eval_dir / name).is_file()
+
+
+@ORGANISM
+@pytest.mark.slow
+def test_eval_with_no_arguments_writes_a_finite_comparison(tmp_path):
+    out = _eval(cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = _finite_comparison(tmp_path / DEFAULT_EVAL_DIR)
+    assert row["n"] == 512
+
+
+@ORGANISM
+def test_percentile_experiment_draws_accuracy_and_latency_curves(tmp_path):
+    """One command sweeps the percentile; each point of the curve is the run that used that
+    percentile (its suppressed-token count), scored and timed as its own results say."""
+    out = _eval("+experiment=contrastive_percentile", "data.limit=8", "progress=false", "heatmaps=0", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    eval_dir = tmp_path / DEFAULT_EVAL_DIR
+    assert out.stdout.count("baseline vanilla on organism: all 8 samples already in") == 4  # run once, then found
+    curves = pd.read_csv(eval_dir / "curves.csv")
+    assert list(curves["value"]) == [5, 10, 20, 30, 50]
+    assert set(curves["method"]) == {"contrastive"} and set(curves["option"]) == {"percentile"}
+    vanilla = read_results(eval_dir / "organism" / "vanilla")
+    seconds = lambda t: (t["total_s"] / t["batch_size"]).mean()  # noqa: E731
+    suppressed = []
+    for point in curves.itertuples():
+        rows = read_results(eval_dir / "organism" / point.label)
+        assert point.label == ("contrastive" if point.value == 20 else f"contrastive_percentile-{point.value}")
+        assert point.n == len(rows) == 8 and point.accuracy == pytest.approx(rows["score"].mean())
+        assert point.acc_low <= point.accuracy <= point.acc_high
+        assert point.latency_ratio == pytest.approx(seconds(rows) / seconds(vanilla))
+        assert point.vanilla_accuracy == pytest.approx(vanilla["score"].mean())
+        suppressed.append(rows["n_suppressed"].mean())
+    assert suppressed == sorted(suppressed) and suppressed[2] == 3 and suppressed[0] < suppressed[-1]
+    for ext in ("png", "pdf"):
+        assert (eval_dir / f"curve_contrastive_percentile.{ext}").is_file()
+
+
+@ORGANISM
+def test_a_run_directory_outside_eval_dir_is_refused_up_front(tmp_path):
+    for override, key in ((f"hydra.run.dir={tmp_path / 'elsewhere'}", "hydra.run.dir"),
+                          (f"run_dir={tmp_path / 'elsewhere'}", "run_dir")):
+        out = _eval(override, f"eval_dir={tmp_path / 'eval'}", cwd=tmp_path)
+        assert out.returncode == 2, out.stderr[-2000:]
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert f"{key}={tmp_path / 'elsewhere'}" in lines[0] and f"eval_dir={tmp_path / 'eval'}" in lines[0]
+    assert not list(tmp_path.rglob("results.jsonl"))  # refused before any work
+
+
+def test_an_eval_dir_without_results_is_a_one_line_error(tmp_path):
+    from layerprobe.errors import DataError
+    from layerprobe.evaluation.report import write_tables
+
+    with pytest.raises(DataError, match="no scored results"):
+        write_tables(tmp_path)
+    skipped = tmp_path / "b" / "vanilla"
+    skipped.mkdir(parents=True)
+    (skipped / "results.jsonl").write_text(json.dumps({"benchmark": "b", "sample_id": "0", "condition": "vanilla",
+                                                      "layer": None, "prediction": None, "score": None,
+                                                      "skipped": "bad image"}) + "\n")
+    with pytest.raises(DataError, match="no scored results"):
+        write_tables(tmp_path)
+
+
+def test_two_writers_of_one_results_file_take_turns(tmp_path):
+    """Parallel eval jobs share the vanilla baseline: the second writer waits for the first and
+    then resumes from its rows instead of writing them again."""
+    import threading
+
+    from layerprobe.io.results import ResultsWriter, row_key
+
+    path = tmp_path / "vanilla" / "results.jsonl"
+    row = {"benchmark": "b", "sample_id": "0", "condition": "vanilla", "layer": None, "score": 1.0}
+    first = ResultsWriter(path, {"config_hash": "h"})
+    first.open()
+    seen = []
+
+    def second():
+        with ResultsWriter(path, {"config_hash": "h"}) as writer:
+            seen.append(writer.done_keys())
+            writer.append_many([row])
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive() and not seen  # waiting for the first writer
+    first.append_many([row])
+    first.close()
+    thread.join(10)
+    assert seen == [{row_key(row)}] and len(read_results(path)) == 1
+
+
+def _run(root: Path, bench: str, label: str, options: dict, scores: list[float], seconds: float) -> None:
+    from layerprobe.io.results import ResultsWriter
+
+    rows = [{"benchmark": bench, "sample_id": str(i), "condition": label, "layer": None, "prediction": str(v),
+             "score": v, "skipped": None, "prefill_s": seconds / 2, "total_s": seconds, "n_tokens": 1,
+             "batch_size": 1, "peak_mem_bytes": 100.0} for i, v in enumerate(scores)]
+    with ResultsWriter(root / bench / label / "results.jsonl", {"method": options}) as out:
+        out.append_many(rows)
+
+
+def test_option_curves_join_the_runs_that_differ_in_one_option(tmp_path):
+    """A percentile sweep at two scales: one percentile line per scale, one scale line per
+    percentile; a method run once has no curve. Points carry their run's numbers exactly."""
+    from layerprobe.evaluation.curves import option_curves
+    from layerprobe.evaluation.report import write_tables
+    from layerprobe.plots.option_curves import option_curve_figure
+
+    base = {"name": "contrastive", "percentile": 20, "scale": 0.5, "target": "attention"}
+    runs = {"contrastive": ({}, [1, 1, 0, 1], 0.2), "p5": ({"percentile": 5}, [1, 0, 0, 1], 0.3),
+            "s25": ({"scale": 0.25}, [1, 1, 1, 1], 0.25), "p5_s25": ({"percentile": 5, "scale": 0.25}, [0, 0, 0, 1], 0.4)}
+    _run(tmp_path, "b", "vanilla", {"name": "vanilla"}, [1, 0, 0, 1], 0.2)
+    _run(tmp_path, "b", "dola", {"name": "dola", "alpha": 0.1}, [1, 1, 0, 1], 0.2)
+    for label, (changed, scores, seconds) in runs.items():
+        _run(tmp_path, "b", label, {**base, **changed}, scores, seconds)
+    comparison, table = write_tables(tmp_path)
+    curves = option_curves(table, comparison)
+    assert set(curves["method"]) == {"contrastive"} and set(curves["option"]) == {"percentile", "scale"}
+    pct = curves[curves["option"] == "percentile"]
+    assert list(zip(pct["line"], pct["value"], pct["label"])) == [
+        ("b, scale=0.25", 5, "p5_s25"), ("b, scale=0.25", 20, "s25"), ("b, scale=0.5", 5, "p5"),
+        ("b, scale=0.5", 20, "contrastive")]
+    point = pct.set_index("label").loc["p5"]
+    assert point["accuracy"] == 0.5 and point["vanilla_accuracy"] == 0.5 and point["latency_ratio"] == pytest.approx(1.5)
+    assert (point["acc_low"], point["acc_high"]) == pytest.approx(bootstrap_ci([1, 0, 0, 1], seed=0))
+    assert point["delta"] == 0 and point["n"] == 4
+    scale = curves[curves["option"] == "scale"]
+    assert list(zip(scale["line"], scale["value"])) == [("b, percentile=20", 0.25), ("b, percentile=20", 0.5),
+                                                        ("b, percentile=5", 0.25), ("b, percentile=5", 0.5)]
+    on_disk = pd.read_csv(tmp_path / "curves.csv")
+    assert len(on_disk) == 8 and (tmp_path / "curve_contrastive_percentile.pdf").is_file()
+    fig = option_curve_figure(pct)
+    assert [line.get_label() for line in fig.axes[1].get_lines()] == ["b, scale=0.25", "b, scale=0.5", "vanilla"]
+    assert list(fig.axes[1].get_lines()[1].get_ydata()) == pytest.approx([1.5, 1.0])
+
+
+def test_default_labels_name_the_options_off_their_defaults():
+    from omegaconf import OmegaConf
+
+    from layerprobe.cli.eval import method_label
+    from layerprobe.io.paths import CONF_DIR
+
+    def label(name, **changed):
+        cfg = OmegaConf.load(CONF_DIR / "method" / f"{name}.yaml")
+        return method_label(OmegaConf.merge(cfg, changed))
+
+    assert label("contrastive") == "contrastive" and label("contrastive", percentile=20) == "contrastive"
+    assert label("contrastive", percentile=5) == "contrastive_percentile-5"
+    assert label("contrastive", scale=0.25, target="values") == "contrastive_scale-0.25_target-values"
+    assert label("dola", layers=[2, "embeddings"]) == "dola_layers-2,embeddings"
+    assert label("vicrop", layer=None, generic_prompt="Describe it / briefly.") == \
+        "vicrop_layer-null_generic_prompt-Describe_it_briefly."

@@ -24,8 +24,9 @@ BASELINE = "vanilla"
 
 
 def collect(eval_dir) -> pd.DataFrame:
-    """Every results table below ``eval_dir`` (one per benchmark x method), concatenated."""
-    tables = [read_results(p) for p in sorted(Path(eval_dir).rglob("results.jsonl"))]
+    """Every results table below ``eval_dir`` (one per benchmark x method), concatenated; ``run_dir``
+    says which directory each row came from (its header holds the method's options)."""
+    tables = [read_results(p).assign(run_dir=str(p.parent)) for p in sorted(Path(eval_dir).rglob("results.jsonl"))]
     tables = [t for t in tables if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 

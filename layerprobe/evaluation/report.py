@@ -1,7 +1,8 @@
 """Tables and figures of an eval directory, from its results tables (and, for the galleries and
 heatmaps, the benchmark's images): what ``layerprobe-eval`` refreshes after every job.
 
-    comparison, table = write_tables("runs/eval/organism")     # comparison.*, flips.csv, pre_layers, attention_mass.csv
+    comparison, table = write_tables("runs/eval/organism")     # comparison.*, flips.csv, pre_layers, attention_mass.csv,
+                                                               # curves.csv and curve_<method>_<option>.{png,pdf}
     write_galleries(table, data, Path("runs/eval/organism/organism"), n_examples=8)
     method.draw(run_dir, loaded, data, n=4)                     # the method's own per-sample figures
 """
@@ -13,10 +14,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from layerprobe.analysis.stats import scored_rows
+from layerprobe.errors import DataError
 from layerprobe.evaluation.compare import BASELINE, attention_mass, collect, compare, flips, paired
-from layerprobe.plots.methods import attention_heatmap, comparison_figure, flips_gallery, plot_pre_layers
-from layerprobe.plots.save import save_figure
+from layerprobe.evaluation.curves import option_curves
 from layerprobe.io.results import write_atomic
+from layerprobe.plots.methods import comparison_figure, flips_gallery, plot_pre_layers
+from layerprobe.plots.option_curves import option_curve_figure
+from layerprobe.plots.save import save_figure
+
 
 def _markdown(table: pd.DataFrame) -> str:
     try:
@@ -25,10 +31,14 @@ def _markdown(table: pd.DataFrame) -> str:
         return table.to_string(index=False) + "\n"
 
 
-def write_tables(eval_dir, title: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(comparison, all rows) of ``eval_dir``, written as tables and figures there."""
+def write_tables(eval_dir, title: str | None = None, table: pd.DataFrame | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(comparison, all rows) of ``eval_dir``, written as tables and figures there; ``table``: its
+    rows when already collected. An eval directory without a scored row is a DataError."""
     eval_dir = Path(eval_dir)
-    table = collect(eval_dir)
+    table = collect(eval_dir) if table is None else table
+    if scored_rows(table).empty:
+        raise DataError(f"{eval_dir}: no scored results (results.jsonl) below it")
     comparison = compare(table)
     write_atomic(eval_dir / "comparison.csv", comparison.to_csv(index=False))
     write_atomic(eval_dir / "comparison.md", _markdown(comparison))
@@ -41,7 +51,21 @@ def write_tables(eval_dir, title: str | None = None) -> tuple[pd.DataFrame, pd.D
         fig, ax = plt.subplots(figsize=(6, 3.5))
         plot_pre_layers(table, ax)
         save_figure(fig, eval_dir / "pre_layers")
+    write_curves(eval_dir, table, comparison)
     return comparison, table
+
+
+def write_curves(eval_dir: Path, table: pd.DataFrame, comparison: pd.DataFrame) -> list[Path]:
+    """``curves.csv`` and ``curve_<method>_<option>.{png,pdf}`` for every option some runs of a
+    method were swept over; nothing when none was."""
+    curves = option_curves(table, comparison)
+    if curves.empty:
+        return []
+    write_atomic(eval_dir / "curves.csv", curves.to_csv(index=False))
+    written = []
+    for (method, option), curve in curves.groupby(["method", "option"], sort=False):
+        written += save_figure(option_curve_figure(curve), eval_dir / f"curve_{method}_{option}")
+    return written
 
 
 def write_galleries(table: pd.DataFrame, data, bench_dir, n_examples: int) -> None:

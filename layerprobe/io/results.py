@@ -15,6 +15,7 @@ in ``config_hash`` is refused instead of mixing two configurations in one table.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,13 @@ from typing import Any, Iterable
 import pandas as pd
 
 from layerprobe.errors import ConfigError, DataError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per file is then the user's to ensure
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 KEY_FIELDS = ("benchmark", "sample_id", "condition", "layer")
@@ -68,6 +76,7 @@ class ResultsWriter:
         self.header = {"schema": SCHEMA_VERSION, **(header or {})}
         self._keys: set[tuple] = set()
         self._fh = None
+        self._lock = None
 
     def __enter__(self) -> "ResultsWriter":
         self.open()
@@ -81,6 +90,14 @@ class ResultsWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"{self.path.parent}: cannot create output directory: {err.strerror}") from None
+        self._take_lock()
+        try:
+            self._open_locked()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_locked(self) -> None:
         if self.path.exists():
             old_header, rows, good = _read_lines(self.path)
             if old_header is not None:
@@ -125,10 +142,26 @@ class ResultsWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
+    def _take_lock(self) -> None:
+        """One writer per file at a time: parallel jobs that share a run (the eval's vanilla
+        baseline) take turns, and the later one resumes from what the earlier one wrote instead of
+        writing the same rows twice."""
+        if fcntl is None:
+            return
+        self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another process is writing it; waiting for it to finish", self.path)
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._lock is not None:
+            self._lock.close()  # closing releases the lock
+            self._lock = None
 
 
 def _jsonable(value: Any) -> Any:

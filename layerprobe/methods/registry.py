@@ -28,13 +28,23 @@ METHODS = {cls.name: cls for cls in (Vanilla, Contrastive, DoLa, ViCrop, Knockou
 
 def make_method(name: str, profile=None, **options):
     """The method ``name`` configured by ``options`` (its YAML keys); ``profile`` for those using one."""
-    cls = METHODS.get(name)
-    if cls is None:
-        raise ConfigError(f"method={name!r}: unknown; choose one of {', '.join(METHODS)}")
-    accepted = inspect.signature(cls).parameters
+    accepted = inspect.signature(_method_class(name)).parameters
     if "profile" in accepted:
         options["profile"] = profile
     unknown = [k for k in options if k not in accepted]
     if unknown:
         raise ConfigError(f"method {name}: unknown option {unknown[0]!r}; valid: {', '.join(accepted)}")
-    return cls(**options)
+    return METHODS[name](**options)
+
+
+def takes_profile(name: str) -> bool:
+    """Whether method ``name`` reads a layer profile (a run of one that does not is the same run
+    whatever profile is given)."""
+    return "profile" in inspect.signature(_method_class(name)).parameters
+
+
+def _method_class(name: str):
+    cls = METHODS.get(name)
+    if cls is None:
+        raise ConfigError(f"method={name!r}: unknown; choose one of {', '.join(METHODS)}")
+    return cls

@@ -25,6 +25,7 @@ ALLOWED = {
     "sweep": {"errors", "compat", "core", "io", "data", "analysis", "plots"},
     "evaluation": {"errors", "core", "io", "data", "analysis", "plots", "sweep", "methods"},
     "organism": {"errors", "compat", "core", "io", "data", "models"},
+    "lmms": {"errors", "core", "io", "data", "models", "methods", "analysis"},
     "cli": {"*"},
 }
 

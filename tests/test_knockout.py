@@ -188,3 +188,29 @@ def test_bad_layers_and_edges_name_the_value(tiny_models):
     with pytest.raises(ConfigError, match="edges='image->all': unknown edge set"):
         with layerprobe.knockout(loaded, layers=[0], edges="image->all"):
             pass
+
+
+def test_knockout_method_answers_as_the_knockout_context(tiny_models, images):
+    """``method=knockout`` (layerprobe-eval, the lmms-eval plugin) gives the answers of generating
+    inside ``knockout(...)``, with the layers and edges in its records; bad options name the field."""
+    from layerprobe.data.sample import Sample
+    from layerprobe.methods.registry import make_method
+
+    loaded = tiny_models("llava")
+    samples = [Sample(str(i), im, q, []) for i, (im, q) in enumerate(zip(images[:2], QUESTIONS[:2]))]
+    texts = [q + SUFFIX for q in QUESTIONS[:2]]
+    method = make_method("knockout", layers=[9, 3], edges="image->question")
+    method.check(loaded)
+    records = method.answer_batch(loaded, samples, images[:2], texts, 4)
+    inputs = loaded.encode(images[:2], texts, questions=QUESTIONS[:2])
+    with layerprobe.knockout(loaded, layers=[3, 9], edges="image->question"):
+        expected = [a.text for a in generate_answers(loaded, inputs, 4)]
+    assert [r["prediction"] for r in records] == expected
+    assert all(r["knockout_layers"] == [3, 9] and r["edges"] == "image->question" for r in records)
+    with pytest.raises(ConfigError, match=r"^method knockout: give layers"):
+        make_method("knockout")
+    with pytest.raises(ConfigError, match=r"^method.layers\[0\]=32: out of range for a 32-layer decoder"):
+        make_method("knockout", layers=[32]).check(loaded)
+    with pytest.raises(ConfigError, match="every sample needs its question text"):
+        make_method("knockout", layers=[1], edges="image->question").answer_batch(
+            loaded, [Sample("0", images[0], None, [])], images[:1], texts[:1], 2)

@@ -81,9 +81,11 @@ def _rosetta_tokens(path, records: Collector) -> dict[str, list[str]] | None:
 
 
 def build_prompt(sample: Sample, ocr_tokens: bool = False) -> str:
-    """LLaVA-1.5's paper prompt adds the OCR tokens; lmms-eval's task does not (the default)."""
+    """lmms-eval's task (the default): the question as ``str.capitalize`` writes it (first letter
+    upper, the rest lower, as its ``doc_to_text``), no OCR tokens. ``ocr_tokens``: LLaVA-1.5's
+    paper prompt, the question as given plus its OCR tokens."""
     if not ocr_tokens:
-        return short_answer(sample.question)
+        return short_answer(sample.question.capitalize())
     if "ocr_tokens" not in sample.extra:
         raise ConfigError(f"textvqa: data.prompt.ocr_tokens is on but sample {sample.sample_id} has no OCR "
                           "tokens (official layout: put TextVQA_Rosetta_OCR_v0.2_<split>.json in data.root)")

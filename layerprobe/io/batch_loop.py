@@ -15,6 +15,7 @@ are not written twice, so a resumed run equals an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,8 @@ from tqdm.auto import tqdm
 from layerprobe.data.batching import chunks, load_images
 from layerprobe.data.metrics import score
 from layerprobe.io.results import ResultsWriter
+
+log = logging.getLogger(__name__)
 
 
 def run_batches(data, path, header: dict | None, conditions: list, answer: Callable,
@@ -39,6 +42,10 @@ def run_batches(data, path, header: dict | None, conditions: list, answer: Calla
     path = Path(path)
     with ResultsWriter(path, header) as writer:
         done = writer.done_keys()
+        if done:   # a resumed run says how much it keeps: a finished one computes nothing again
+            ids = [str(s.sample_id) for s in data.samples] + [str(sid) for sid, _ in data.skipped]
+            wanted = {(bench, sid, c.name, c.layer) for sid in ids for c in conditions}
+            log.info("%s: resuming, %d of %d answers already on disk", path, len(done & wanted), len(wanted))
         writer.append_many(row(sid, c, prediction=None, score=None, skipped=reason)
                            for sid, reason in data.skipped for c in conditions)
         bar = tqdm(total=len(data.samples) * len(conditions), desc=desc or bench, unit="answer",

@@ -227,7 +227,8 @@ def test_eval_with_no_arguments_writes_a_finite_comparison(tmp_path):
 def test_percentile_experiment_draws_accuracy_and_latency_curves(tmp_path):
     """One command sweeps the percentile; each point of the curve is the run that used that
     percentile (its suppressed-token count), scored and timed as its own results say."""
-    out = _eval("+experiment=contrastive_percentile", "data.limit=8", "progress=false", "heatmaps=0", cwd=tmp_path)
+    out = _eval("+experiment=contrastive_percentile", "data.limit=8", "progress=false", "heatmaps=0", "timing_samples=4",
+                cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     eval_dir = tmp_path / DEFAULT_EVAL_DIR
     assert out.stdout.count("baseline vanilla on organism: all 8 samples already in") == 4  # run once, then found
@@ -243,6 +244,8 @@ def test_percentile_experiment_draws_accuracy_and_latency_curves(tmp_path):
         assert point.n == len(rows) == 8 and point.accuracy == pytest.approx(rows["score"].mean())
         assert point.acc_low <= point.accuracy <= point.acc_high
         assert point.latency_ratio == pytest.approx(seconds(rows) / seconds(vanilla))
+        timing = json.loads((eval_dir / "organism" / point.label / "timing.json").read_text())
+        assert point.latency_ratio_paired == pytest.approx(timing["latency_ratio"]) and timing["n_samples"] == 4
         assert point.vanilla_accuracy == pytest.approx(vanilla["score"].mean())
         suppressed.append(rows["n_suppressed"].mean())
     assert suppressed == sorted(suppressed) and suppressed[2] == 3 and suppressed[0] < suppressed[-1]
@@ -319,6 +322,7 @@ def test_option_curves_join_the_runs_that_differ_in_one_option(tmp_path):
     """A percentile sweep at two scales: one percentile line per scale, one scale line per
     percentile; a method run once has no curve. Points carry their run's numbers exactly."""
     from layerprobe.evaluation.curves import option_curves
+    from layerprobe.evaluation.paired_latency import write_paired_latency
     from layerprobe.evaluation.report import write_tables
     from layerprobe.plots.option_curves import option_curve_figure
 
@@ -329,6 +333,7 @@ def test_option_curves_join_the_runs_that_differ_in_one_option(tmp_path):
     _run(tmp_path, "b", "dola", {"name": "dola", "alpha": 0.1}, [1, 1, 0, 1], 0.2)
     for label, (changed, scores, seconds) in runs.items():
         _run(tmp_path, "b", label, {**base, **changed}, scores, seconds)
+    write_paired_latency(tmp_path / "b" / "p5", {"latency_ratio": 1.25})
     comparison, table = write_tables(tmp_path)
     curves = option_curves(table, comparison)
     assert set(curves["method"]) == {"contrastive"} and set(curves["option"]) == {"percentile", "scale"}
@@ -340,6 +345,7 @@ def test_option_curves_join_the_runs_that_differ_in_one_option(tmp_path):
     assert point["accuracy"] == 0.5 and point["vanilla_accuracy"] == 0.5 and point["latency_ratio"] == pytest.approx(1.5)
     assert (point["acc_low"], point["acc_high"]) == pytest.approx(bootstrap_ci([1, 0, 0, 1], seed=0))
     assert point["delta"] == 0 and point["n"] == 4
+    assert point["latency_ratio_paired"] == 1.25 and pct["latency_ratio_paired"].isna().sum() == 3
     scale = curves[curves["option"] == "scale"]
     assert list(zip(scale["line"], scale["value"])) == [("b, percentile=20", 0.25), ("b, percentile=20", 0.5),
                                                         ("b, percentile=5", 0.25), ("b, percentile=5", 0.5)]
@@ -366,3 +372,45 @@ def test_default_labels_name_the_options_off_their_defaults():
     assert label("dola", layers=[2, "embeddings"]) == "dola_layers-2,embeddings"
     assert label("vicrop", layer=None, generic_prompt="Describe it / briefly.") == \
         "vicrop_layer-null_generic_prompt-Describe_it_briefly."
+
+
+def test_paired_latency_alternates_method_and_vanilla_and_takes_medians():
+    """Fake methods report fixed batch times (one slow outlier each): the order of calls is
+    warm-up, then method, vanilla, vanilla, method per repeat; the ratio is of the medians."""
+    from types import SimpleNamespace
+
+    from layerprobe.evaluation.paired_latency import paired_latency
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name, seconds):
+            self.name, self.seconds = name, list(seconds)
+
+        def keep_maps_for(self, n):
+            calls.append((self.name, "maps", n))
+
+        def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
+            calls.append((self.name, len(samples)))
+            total = self.seconds.pop(0)
+            return [{"total_s": total, "prefill_s": total / 2} for _ in samples]
+
+    class Sample:
+        def __init__(self, i):
+            self.sample_id = i
+
+        def load_image(self):
+            if self.sample_id == 1:
+                from layerprobe.errors import DataError
+                raise DataError("bad image")
+            return "image"
+
+    data = SimpleNamespace(samples=[Sample(i) for i in range(6)], prompt=lambda s: "q", max_new_tokens=1)
+    # per batch of 4 samples: method 0.8 s (0.2 per sample), vanilla 0.4 s; one 10 s outlier each
+    method = Fake("method", [9.9] + [0.8] * 3 + [10.0] + [0.8] * 5)
+    vanilla = Fake("vanilla", [9.9] + [0.4] * 4 + [10.0] + [0.4] * 4)
+    timing = paired_latency(None, data, method, vanilla, n_samples=4, batch_size=4, repeats=3)
+    assert timing["latency_ratio"] == pytest.approx(2.0) and timing["latency_s"] == pytest.approx(0.2)
+    assert timing["prefill_ratio"] == pytest.approx(2.0) and timing["n_samples"] == 4  # sample 1 passed over
+    assert calls[:3] == [("method", "maps", 0), ("method", 4), ("vanilla", 4)]
+    assert [c[0] for c in calls[3:]] == ["method", "vanilla", "vanilla", "method"] * 3

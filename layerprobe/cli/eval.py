@@ -166,7 +166,28 @@ def evaluate(cfg) -> None:
              run_dir)
     run_method(loaded, data, method, run_dir, header, maps_samples=cfg.maps_samples, label=cfg.label,
                **_run_options(cfg))
+    if name != BASELINE:
+        time_against_vanilla(cfg, loaded, data, method, run_dir)
     report(Path(cfg.eval_dir), run_dir, loaded, data, method, cfg)
+
+
+def time_against_vanilla(cfg, loaded, data, method, run_dir: Path) -> None:
+    """``<run_dir>/timing.json``: the method and vanilla timed side by side on ``timing_samples``
+    samples (once per run; 0 turns it off)."""
+    from layerprobe.evaluation.compare import BASELINE
+    from layerprobe.evaluation.paired_latency import paired_latency, read_paired_latency, write_paired_latency
+    from layerprobe.methods.registry import make_method
+
+    n = cfg.get("timing_samples", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"timing_samples={n!r}: must be an integer >= 0")
+    if n == 0 or read_paired_latency(run_dir) is not None:
+        return
+    timing = paired_latency(loaded, data, method, make_method(BASELINE), n_samples=n, batch_size=cfg.batch_size)
+    if timing:
+        write_paired_latency(run_dir, timing)
+        log.info("side by side with vanilla on %d samples: latency x%.3f, prefill x%.3f", timing["n_samples"],
+                 timing["latency_ratio"], timing["prefill_ratio"])
 
 
 def report(eval_dir: Path, run_dir: Path, loaded, data, method, cfg) -> None:

@@ -35,3 +35,18 @@ def load_images(batch, on_error: str = "raise"):
             log.warning("skipping %s", err)
             failed.append((sample, str(err)))
     return kept, images, failed
+
+
+def first_decodable(samples, n: int) -> tuple[list, list]:
+    """The first ``n`` samples whose image decodes, and their images (a timing subsample; a bad
+    image is passed over silently, the run itself records it)."""
+    kept, images = [], []
+    for sample in samples:
+        if len(kept) == n:
+            break
+        try:
+            images.append(sample.load_image())
+            kept.append(sample)
+        except DataError:
+            continue
+    return kept, images

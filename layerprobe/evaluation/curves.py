@@ -7,7 +7,9 @@ percentile, scale or target, DoLa's alpha, ...), from the runs of an eval direct
 Runs of one method on one benchmark that differ in a single option form that option's curve; the
 options are read from each run's results header, so labels do not matter. A curve's points carry
 the run's accuracy with its 95% bootstrap CI, the paired delta vs vanilla (CI, p) and the latency
-ratio from the comparison, and vanilla's accuracy on the same benchmark as the reference.
+ratio from the comparison, the latency ratio measured side by side with vanilla where the run has
+one (``timing.json``, ``layerprobe.evaluation.paired_latency``), and vanilla's accuracy on the same
+benchmark as the reference.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import pandas as pd
 
 from layerprobe.analysis.stats import bootstrap_ci, scored_rows
 from layerprobe.evaluation.compare import BASELINE
+from layerprobe.evaluation.paired_latency import read_paired_latency
 from layerprobe.io.results import read_header
 
 COLUMNS = ["method", "option", "value", "benchmark", "line", "label", "n", "accuracy", "acc_low", "acc_high",
-           "delta", "ci_low", "ci_high", "p", "latency_ratio", "vanilla_accuracy"]
+           "delta", "ci_low", "ci_high", "p", "latency_ratio", "latency_ratio_paired", "vanilla_accuracy"]
 
 
 def _same(value):
@@ -43,15 +46,15 @@ def _key(options: dict) -> str:
     return json.dumps({k: _same(v) for k, v in options.items()}, sort_keys=True, default=str)
 
 
-def run_options(table: pd.DataFrame) -> list[tuple[str, str, dict]]:
-    """(benchmark, label, the method's options incl. ``name``) of every run in ``table`` (rows of
-    ``collect``) whose header records them."""
+def run_options(table: pd.DataFrame) -> list[tuple[str, str, dict, str]]:
+    """(benchmark, label, the method's options incl. ``name``, run directory) of every run in
+    ``table`` (rows of ``collect``) whose header records them."""
     runs = table[["benchmark", "condition", "run_dir"]].drop_duplicates(["benchmark", "condition"])
     out = []
     for bench, label, run_dir in runs.itertuples(index=False):
         method = read_header(Path(run_dir) / "results.jsonl").get("method")
         if isinstance(method, dict) and "name" in method:
-            out.append((bench, label, method))
+            out.append((bench, label, method, run_dir))
     return out
 
 
@@ -59,9 +62,9 @@ def _lines(runs: list[tuple[str, str, dict]], option: str) -> dict[tuple[str, st
     """Runs grouped by (benchmark, every other option): the groups with two or more values of
     ``option`` are its curves."""
     groups: dict[tuple[str, str], list[tuple]] = {}
-    for bench, label, opts in runs:
+    for bench, label, opts, run_dir in runs:
         rest = {k: v for k, v in opts.items() if k != option}
-        groups.setdefault((bench, _key(rest)), []).append((opts.get(option), label, rest))
+        groups.setdefault((bench, _key(rest)), []).append((opts.get(option), label, rest, run_dir))
     return {k: v for k, v in groups.items() if len({_key({"v": p[0]}) for p in v}) > 1}
 
 
@@ -89,12 +92,14 @@ def option_curves(table: pd.DataFrame, comparison: pd.DataFrame, seed: int = 0) 
                 others = [p[0][2] for key, p in lines.items() if key[0] == bench]
                 line = _line_name(bench, points[0][2], others)
                 base = comp.loc[(bench, BASELINE), "accuracy"] if (bench, BASELINE) in comp.index else np.nan
-                for value, label, _ in sorted(points, key=lambda p: order(p[0])):
+                for value, label, _, run_dir in sorted(points, key=lambda p: order(p[0])):
                     scores = scored[(scored["benchmark"] == bench) & (scored["condition"] == label)]["score"]
                     low, high = bootstrap_ci(scores.astype(float).to_numpy(), seed=seed)
                     c = comp.loc[(bench, label)]
+                    paired = (read_paired_latency(run_dir) or {}).get("latency_ratio", np.nan)
                     rows.append({"method": name, "option": option, "value": value, "benchmark": bench, "line": line,
                                  "label": label, "n": int(c["n"]), "accuracy": c["accuracy"], "acc_low": low,
                                  "acc_high": high, "delta": c["delta"], "ci_low": c["ci_low"], "ci_high": c["ci_high"],
-                                 "p": c["p"], "latency_ratio": c["latency_ratio"], "vanilla_accuracy": base})
+                                 "p": c["p"], "latency_ratio": c["latency_ratio"],
+                                 "latency_ratio_paired": paired, "vanilla_accuracy": base})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -11,25 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from layerprobe.sweep.engines.naive import NaiveEngine
-from layerprobe.errors import DataError
-from layerprobe.io.results import write_atomic
 from layerprobe.core.generation import warm_up
+from layerprobe.data.batching import first_decodable
+from layerprobe.io.results import write_atomic
+from layerprobe.sweep.engines.naive import NaiveEngine
 
 TIMING_FILE = "timing.csv"
 
 
 def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: int = 8,
                               batch_size: int = 8, repeats: int = 3) -> pd.DataFrame:
-    samples, images = [], []
-    for sample in data.samples:
-        if len(samples) == n_samples:
-            break
-        try:
-            images.append(sample.load_image())
-            samples.append(sample)
-        except DataError:
-            continue
+    samples, images = first_decodable(data.samples, n_samples)
     if not samples:
         return pd.DataFrame()
     batches = [encode_for_edges(loaded, samples[i:i + batch_size], images[i:i + batch_size],

@@ -25,6 +25,16 @@ LAYOUTS = ("official", "parquet", "auto")
 ON_ERROR = ("raise", "skip")
 
 
+def generated_split(task: str, splits: dict[str, tuple[int, int]], make: Callable[[int, int, str], list[Sample]],
+                    split: str, n: int | None = None, seed: int | None = None) -> tuple[list[Sample], list]:
+    """(samples, skipped) of a generated task's ``split``: ``make(n, seed, split)`` with the split's
+    own seed and size (``splits[split]``) unless ``n`` or an offset ``seed`` is given."""
+    if split not in splits:
+        raise ConfigError(f"data.split={split!r}: the {task} task has splits {', '.join(splits)}")
+    base, size = splits[split]
+    return make(size if n is None else int(n), base if seed is None else base + int(seed), split), []
+
+
 def check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{option}={value!r}: choose one of {', '.join(choices)}")

@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from layerprobe.data import docvqa, gqa, okvqa, textvqa, vizwiz, vqav2
+from layerprobe.data import docvqa, gqa, okvqa, scenes, textvqa, vizwiz, vqav2
 from layerprobe.data._io import LAYOUTS, ON_ERROR, check_choice
 from layerprobe.data._parquet import materialize
 from layerprobe.data.metrics import METRICS
@@ -36,7 +36,7 @@ from layerprobe.data.sample import Sample
 from layerprobe.errors import ConfigError
 
 _REQUIRED = ("NAME", "METRIC", "MAX_NEW_TOKENS", "DEFAULT_SPLIT", "load", "build_prompt")
-BENCHMARKS: dict[str, Any] = {m.NAME: m for m in (vqav2, gqa, textvqa, okvqa, vizwiz, docvqa)}
+BENCHMARKS: dict[str, Any] = {m.NAME: m for m in (vqav2, gqa, textvqa, okvqa, vizwiz, docvqa, scenes)}
 # Registers itself on import ("organism"); optional, so the six benchmarks never need it.
 _OPTIONAL = ("layerprobe.data.synthetic",)
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from layerprobe.data._io import generated_split
 from layerprobe.data.sample import Sample
-from layerprobe.errors import ConfigError
 
 NAME = "organism"
 METRIC = "exact_match"
@@ -84,10 +84,7 @@ class _Grid:
 def load(root=None, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str = "raise",
          n: int | None = None, seed: int | None = None, **_opts):
     """(samples, skipped) of a split; ``root`` is ignored (the data are generated)."""
-    if split not in SPLITS:
-        raise ConfigError(f"data.split={split!r}: the organism task has splits {', '.join(SPLITS)}")
-    base, size = SPLITS[split]
-    return make_samples(size if n is None else int(n), base if seed is None else base + int(seed), split), []
+    return generated_split("organism", SPLITS, make_samples, split, n, seed)
 
 
 def build_prompt(sample: Sample, **_opts) -> str:
@@ -100,11 +97,15 @@ def pixel_tensor(colors: torch.Tensor) -> torch.Tensor:
     """(B, 16) colour indices (-1 = empty) -> (B, 3, 32, 32) normalised pixel values."""
     table = torch.cat([torch.tensor(RGB, dtype=torch.float32), torch.tensor(EMPTY_RGB, dtype=torch.float32)[None]])
     idx = torch.where(colors >= 0, colors, torch.full_like(colors, len(COLORS)))
-    rgb = table[idx] / 255.0  # (B, 16, 3)
-    mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
-    rgb = (rgb - mean) / std
+    rgb = clip_normalise(table[idx])  # (B, 16, 3)
     img = rgb.view(-1, GRID, GRID, 3).permute(0, 3, 1, 2)
     return img.repeat_interleave(CELL_PX, 2).repeat_interleave(CELL_PX, 3).contiguous()
+
+
+def clip_normalise(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) RGB values 0-255 -> what CLIPImageProcessor gives (rescale 1/255, then mean/std)."""
+    mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
+    return (rgb.float() / 255.0 - mean) / std
 
 
 def training_batch(batch: int, gen: torch.Generator, curriculum: bool = True):

@@ -5,6 +5,7 @@ model) with its processor and family adapter.
     loaded = load_model("/ckpt/llava-v1.6-vicuna-7b-hf")
     loaded = load_model("tiny:llava_next")               # random, built from real configs
     loaded = load_model("organism")                      # shipped planted checkpoint (models.planted)
+    loaded = load_model("natural_organism")              # shipped, trained without planted layers
     inputs = loaded.encode([image], ["What is shown?"])  # chat template + processor, on device
 
 Nothing is downloaded: hub ids resolve from the local cache only.
@@ -90,12 +91,16 @@ def _resolve_dtype(dtype, device: str):
     return dtype
 
 
+# Checkpoints shipped as package data, by name: data directories, so nothing of
+# layerprobe.organism is imported to load them.
+SHIPPED = {"organism": "organism/weights", "natural_organism": "organism/natural_weights"}
+
+
 def _resolve_path(name_or_path: str) -> str:
-    if name_or_path == "organism":
+    if name_or_path in SHIPPED:
         from layerprobe.io.paths import PACKAGE_DIR
 
-        # a data directory shipped in the package; nothing of layerprobe.organism is imported
-        name_or_path = str(PACKAGE_DIR / "organism" / "weights")
+        name_or_path = str(PACKAGE_DIR / SHIPPED[name_or_path])
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

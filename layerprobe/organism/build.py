@@ -34,20 +34,25 @@ TEMPLATE = (
 DEFAULTS = dict(hidden=128, heads=4, kv_heads=4, intermediate=192, vision_hidden=64)
 
 
-def build_processor():
-    tok = build_tokenizer(synthetic.CELL_WORDS + synthetic.COLORS)
-    return llava_processor(tok, synthetic.IMAGE_PX, synthetic.CELL_PX, TEMPLATE,
+def build_processor(words: list[str] | None = None, image_px: int = synthetic.IMAGE_PX,
+                    cell_px: int = synthetic.CELL_PX):
+    """The organism's processor; the natural organism passes its task's words and image size."""
+    tok = build_tokenizer(synthetic.CELL_WORDS + synthetic.COLORS if words is None else words)
+    return llava_processor(tok, image_px, cell_px, TEMPLATE,
                            image_mean=list(synthetic.CLIP_MEAN), image_std=list(synthetic.CLIP_STD))
 
 
 def build_config(processor, num_layers: int, hidden: int = 128, heads: int = 4, kv_heads: int = 4,
-                 intermediate: int = 192, vision_hidden: int = 64):
+                 intermediate: int = 192, vision_hidden: int = 64, max_positions: int = 64):
     from transformers import LlamaConfig, LlavaConfig
 
     tok = processor.tokenizer
     # 64 positions: the organism's sequences are 23 tokens plus the answer and </s>
-    text = LlamaConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads, intermediate, max_positions=64))
-    vision = clip_vision_config(synthetic.IMAGE_PX, synthetic.CELL_PX, hidden=vision_hidden, num_layers=1)
+    text = LlamaConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads, intermediate,
+                                   max_positions=max_positions))
+    # the image geometry is the processor's, so a model and its processor cannot disagree on it
+    image_px = processor.image_processor.crop_size["height"]
+    vision = clip_vision_config(image_px, processor.patch_size, hidden=vision_hidden, num_layers=1)
     return LlavaConfig(**llava_kwargs(text, vision, tok, vision_feature_layer=-2))
 
 

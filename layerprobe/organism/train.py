@@ -191,12 +191,12 @@ def untie_readers(model) -> None:
             proj.weight = torch.nn.Parameter(proj.weight.detach().clone())
 
 
-def run_steps(model, batches: Batches, steps: int, lr: float, gen: torch.Generator, batch: int = 64,
-              warmup: int = 50, deadline: float = math.inf, eval_every: int = 0,
-              on_eval: Callable[[int, dict], None] | None = None, eval_n: int = 512,
-              curriculum: bool = True, log: list | None = None) -> int:
-    """AdamW (0.9, 0.98), wd 0.01, clip 1.0, linear warm-up then cosine decay to 10%; stops at
-    ``deadline`` (time.time()). Returns the number of steps run."""
+def optimise(model, step_loss: Callable[[int], torch.Tensor], steps: int, lr: float, warmup: int = 50,
+             deadline: float = math.inf, eval_every: int = 0, on_eval: Callable[[int], None] | None = None,
+             log: list | None = None) -> int:
+    """The one optimiser and schedule of every organism: AdamW (0.9, 0.98), wd 0.01, clip 1.0,
+    linear warm-up then cosine decay to 10%; ``step_loss(step)`` draws a batch and returns its
+    loss. Stops at ``deadline`` (time.time()). Returns the number of steps run."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
 
@@ -213,8 +213,7 @@ def run_steps(model, batches: Batches, steps: int, lr: float, gen: torch.Generat
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        pixels, cells, answers = synthetic.training_batch(batch, gen, curriculum=curriculum)
-        loss = _loss(model, batches, pixels, cells, answers)
+        loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -223,9 +222,23 @@ def run_steps(model, batches: Batches, steps: int, lr: float, gen: torch.Generat
         if log is not None and step % 50 == 0:
             log.append({"step": step, "loss": round(loss.item(), 4), "t": round(time.time(), 1)})
         if eval_every and (done % eval_every == 0 or done == steps) and on_eval is not None:
-            on_eval(done, evaluate(model, batches, eval_n))
+            on_eval(done)
+            model.train()
     model.eval()
     return done
+
+
+def run_steps(model, batches: Batches, steps: int, lr: float, gen: torch.Generator, batch: int = 64,
+              warmup: int = 50, deadline: float = math.inf, eval_every: int = 0,
+              on_eval: Callable[[int, dict], None] | None = None, eval_n: int = 512,
+              curriculum: bool = True, log: list | None = None) -> int:
+    """``optimise`` on the grid task's batches; ``on_eval(step, evaluate(...))`` every ``eval_every``."""
+    def step_loss(_step):
+        pixels, cells, answers = synthetic.training_batch(batch, gen, curriculum=curriculum)
+        return _loss(model, batches, pixels, cells, answers)
+
+    report = None if on_eval is None else (lambda done: on_eval(done, evaluate(model, batches, eval_n)))
+    return optimise(model, step_loss, steps, lr, warmup, deadline, eval_every, report, log)
 
 
 def train_organism(spec: TrainSpec, out: str | Path | None = None, echo: Callable[[str], None] = print) -> dict:
@@ -299,12 +312,13 @@ def train_organism(spec: TrainSpec, out: str | Path | None = None, echo: Callabl
     return meta
 
 
-def save(model, processor, meta: dict, out: str | Path) -> Path:
+def save(model, processor, meta: dict, out: str | Path, meta_file: str = ORGANISM_FILE) -> Path:
+    """Weights, tokenizer and processor as a checkpoint directory, with ``meta`` in ``meta_file``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / ORGANISM_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    (out / meta_file).write_text(json.dumps(meta, indent=1) + "\n")
     return out
 
 

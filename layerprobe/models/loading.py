@@ -100,7 +100,11 @@ def _resolve_path(name_or_path: str) -> str:
     if name_or_path in SHIPPED:
         from layerprobe.io.paths import PACKAGE_DIR
 
-        name_or_path = str(PACKAGE_DIR / SHIPPED[name_or_path])
+        shipped = PACKAGE_DIR / SHIPPED[name_or_path]
+        if not (shipped / "config.json").is_file():
+            raise ModelError(f"model {name_or_path!r}: no weights at {shipped}; train them "
+                             f"(docs/natural-organism.md) and give model.path=<their directory>")
+        name_or_path = str(shipped)
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

@@ -50,6 +50,7 @@ class NaturalSpec:
     easy: float = 0.5          # share of each batch drawn from the curriculum scenes (scenes.EASY)
     steps: int = 2500
     lr: float = 3e-3
+    scaled_init: bool = False  # GPT-2's init: each layer's output projections x 1/sqrt(2 x num_layers)
     warmup: int = 100
     threads: int = 1           # the machine is shared; one thread is as fast there and reproducible
     eval_every: int = 250
@@ -132,6 +133,12 @@ def train_natural(spec: NaturalSpec, out: str | Path | None = None, echo: Callab
     enc = Encoder(processor)
     model = build_model(processor, spec.num_layers, seed=spec.seed, hidden=spec.hidden, heads=spec.heads,
                         kv_heads=spec.heads, intermediate=spec.intermediate, max_positions=128)
+    if spec.scaled_init:
+        # every residual branch starts small, so the deep model starts close to a shallow one
+        with torch.no_grad():
+            for layer in model.model.language_model.layers:
+                layer.self_attn.o_proj.weight.mul_((2 * spec.num_layers) ** -0.5)
+                layer.mlp.down_proj.weight.mul_((2 * spec.num_layers) ** -0.5)
     rng = np.random.RandomState(spec.seed)
     history: list[dict] = []
     losses: list[dict] = []

@@ -148,7 +148,10 @@ class ResultsWriter:
         writing the same rows twice."""
         if fcntl is None:
             return
-        self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "a")
+        try:
+            self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "a")
+        except OSError as err:
+            raise ConfigError(f"{self.path}: cannot write results: {err.strerror}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

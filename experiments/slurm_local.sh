@@ -7,12 +7,13 @@
 #                                                        # Enter or end of stdin (how the tests hold it)
 #   sudo bash experiments/slurm_local.sh install         # only install the packages
 #
-# Needs root: it installs Debian's slurmctld, slurmd, slurmdbd, slurm-client, munge and
-# mariadb-server-core when missing (apt-get), and runs the daemons as root. Everything else lives in
-# a fresh temporary folder (SLURM_LOCAL_DIR to choose it): keys, configs, state, logs, and the pid
-# files by which exactly the daemons started here are stopped on exit. They listen on free ports
-# of 127.0.0.1 and on a munge socket of their own, so a SLURM already running on the machine is
-# neither used nor touched; jobs still queued here are cancelled first.
+# Needs root: it installs Debian's SLURM, munge and MariaDB packages (PACKAGES below) when missing
+# (apt-get), and runs the daemons as root. Everything else lives in a fresh temporary folder
+# (SLURM_LOCAL_DIR=<new or empty folder> to choose it; SLURM_LOCAL_KEEP=1 keeps the temporary one,
+# logs included): keys, configs, state, logs, and the pid files by which exactly the daemons
+# started here are stopped on exit. They listen on free ports of 127.0.0.1 and on a munge socket
+# of their own, so a SLURM already running on the machine is neither used nor touched; jobs still
+# queued here are cancelled first.
 #
 # Accounting runs too (slurmdbd on a private MariaDB): submitit follows its jobs with `sacct`,
 # and without it a cancelled or failed task would never be seen to end (submitit waits on its
@@ -61,6 +62,10 @@ install_packages
 export PATH=$PATH:/usr/sbin
 
 dir=${SLURM_LOCAL_DIR:-$(mktemp -d /tmp/slurm_local.XXXXXX)}
+if [ -n "${SLURM_LOCAL_DIR:-}" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+  say "SLURM_LOCAL_DIR=$dir is not empty: give a new or empty folder (a former cluster's state would be reused)"
+  exit 1
+fi
 mkdir -p "$dir"/{munge,db,state,spool,log,run}
 chmod 755 "$dir"                        # munged refuses folders others may write to
 export SLURM_CONF=$dir/slurm.conf

@@ -42,7 +42,8 @@ def sweep(cfg) -> None:
         loaded, data, run_dir, layers=layers, edges=mask["edges"], window=mask.get("window", 1),
         batch_size=cfg.batch_size, engine=cfg.engine, header=header, on_error=cfg.data.get("on_error", "raise"),
         progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
-        engine_opts={"variants_per_batch": cfg.variants_per_batch}, timing_samples=cfg.timing_samples,
+        engine_opts={"variants_per_batch": cfg.variants_per_batch,
+                     "memory_budget_gb": cfg.get("memory_budget_gb")}, timing_samples=cfg.timing_samples,
     )
     base = summary[summary["condition"] == "baseline"]
     if len(base):

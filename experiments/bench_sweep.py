@@ -1,34 +1,60 @@
-"""Naive vs fast sweep engine, side by side in one run, on the same samples.
+"""Naive vs fast sweep engine, side by side in one run, on the same samples, at three prompt
+shapes of growing visual-token count.
 
-    python experiments/bench_sweep.py                      # LLaVA-shaped model (+ organism if shipped)
-    python experiments/bench_sweep.py --samples 4 --hidden 512 --batch-size 1
+    python experiments/bench_sweep.py                        # all shapes (+ organism if shipped)
+    python experiments/bench_sweep.py --shapes llava-1.5 --samples 1 --skip-organism
+    python experiments/bench_sweep.py --out bench.json       # also write the JSON line to a file
+    python experiments/bench_sweep.py --table bench.json     # the README's rows from that JSON
 
-The LLaVA-shaped model is random (32 layers, hidden 512, CLIP at 336 px / patch 14 = 576 visual
-tokens) with LLaVA-1.5's evaluation prompt shape: ~35 system tokens, the image, ~30 question
-tokens, max_new_tokens=3. Prints both times, the ratio, the token-layer limit for the shape and
-whether every (sample, layer) answer agrees; the last line is JSON for the LLaVA-shaped model.
+Models are random, 32 layers, hidden 512, 8 heads, CLIP at 336 px / patch 14:
+
+* ``llava-1.5``: LLaVA-1.5 (576 visual tokens) with its evaluation prompt (~35 system tokens, the
+  image, ~30 question tokens);
+* ``llava-1.6-2tiles``: LLaVA-1.6 on a 336x336 image: the base view plus one anyres tile with its
+  newline tokens (1,176 visual tokens);
+* ``llava-1.6-5tiles``: LLaVA-1.6 on a 672x672 image: the base view plus four tiles with newline
+  tokens (2,928 visual tokens).
+
+Answers are 3 tokens. Per shape it prints both times (the fast engine's is the mean of a run
+before and a run after the naive one, so a change of machine load in between affects both), the
+speedup (wall clock; and in CPU time, which a busy machine blurs less), the token-layer limit
+for the shape and their ratio, each engine's peak memory (measured
+in separate, untimed runs: ``layerprobe.evaluation.peak_memory``) and whether every (sample, layer)
+answer agrees. The last line is one JSON object: ``speedup``/``limit``/``agree`` of ``llava-1.5``
+and ``shapes``, one record per shape; ``--table`` turns it into the README's rows and
+``--figure`` draws speedup and limit against visual tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from layerprobe.sweep.conditions import sweep_conditions
-from layerprobe.sweep.engines.fast import FastEngine
-from layerprobe.sweep.engines.naive import NaiveEngine
+from layerprobe.core.generation import warm_up
+from layerprobe.evaluation.peak_memory import peak_memory
 from layerprobe.models.loading import LoadedModel
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
-from layerprobe.core.generation import warm_up
+from layerprobe.sweep.conditions import sweep_conditions
+from layerprobe.sweep.engines.fast import FastEngine
+from layerprobe.sweep.engines.naive import NaiveEngine
 
 QUESTION = "what is the color of the cup on the table in the middle of the picture"
 SUFFIX = "\nAnswer the question using a single word or phrase ."
+NEW_TOKENS = 3
+# name: (tiny family, image side in pixels, default number of samples)
+SHAPES = {
+    "llava-1.5": ("llava", 336, 2),
+    "llava-1.6-2tiles": ("llava_next", 336, 1),
+    "llava-1.6-5tiles": ("llava_next", 672, 1),
+}
 
 
 def token_layer_limit(system: int, visual: int, text: int, new: int, layers: int) -> dict:
@@ -39,47 +65,137 @@ def token_layer_limit(system: int, visual: int, text: int, new: int, layers: int
     return {"naive": naive, "ideal": ideal, "limit": naive / ideal}
 
 
-def llava_shaped(hidden: int) -> LoadedModel:
-    model, processor = build_tiny("llava", num_layers=32, hidden=hidden, heads=8, kv_heads=8,
+def random_model(family: str, hidden: int) -> LoadedModel:
+    model, processor = build_tiny(family, num_layers=32, hidden=hidden, heads=8, kv_heads=8,
                                   image_size=336, patch=14, seed=0)
-    processor.chat_template = None  # use LLaVA-1.5's documented template with its system prompt
-    return LoadedModel(model, processor, adapter_for(model.config), f"llava-shaped-h{hidden}")
+    processor.chat_template = None  # the family's documented template (LLaVA-1.5: with its system prompt)
+    return LoadedModel(model, processor, adapter_for(model.config), f"{family}-shaped-h{hidden}")
 
 
 def time_engine(engine, loaded, batches, conds, new):
+    """(wall seconds, CPU seconds of this process, answers)."""
     answers = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for inputs in batches:
         answers.append(engine.run_batch(loaded, inputs, conds, new))
-    return time.perf_counter() - start, answers
+    return time.perf_counter() - start, time.process_time() - cpu, answers
 
 
-def compare(loaded, batches, new, label):
+def peak_mb(engine, loaded, inputs, conds, new) -> float:
+    with peak_memory(loaded.device, loaded.model) as mem:
+        engine.run_batch(loaded, inputs, conds, new)
+    return round(mem.peak_bytes / 2**20, 1)
+
+
+def compare(loaded, batches, new, label, memory: bool = True) -> dict:
     conds = sweep_conditions(loaded.num_layers)
     warm_up(loaded, batches[0])
-    t_naive, a_naive = time_engine(NaiveEngine(), loaded, batches, conds, new)
-    t_fast, a_fast = time_engine(FastEngine(), loaded, batches, conds, new)
+    fast = FastEngine()
+    fast.run_batch(loaded, batches[0], conds, new)  # warm-up
+    t_fast1, c_fast1, a_fast = time_engine(fast, loaded, batches, conds, new)
+    t_naive, c_naive, a_naive = time_engine(NaiveEngine(), loaded, batches, conds, new)
+    t_fast2, c_fast2, _ = time_engine(fast, loaded, batches, conds, new)
+    t_fast, c_fast = (t_fast1 + t_fast2) / 2, (c_fast1 + c_fast2) / 2
     agree = all(
         [x.text for x in an[c.key]] == [y.text for y in af[c.key]]
         for an, af in zip(a_naive, a_fast) for c in conds
     )
-    print(f"[{label}] naive {t_naive:.2f} s  fast {t_fast:.2f} s  speedup {t_naive / t_fast:.2f}x  "
-          f"answers agree: {agree}")
-    return t_naive / t_fast, agree
+    out = {"naive_s": round(t_naive, 2), "fast_s": round(t_fast, 2), "speedup": round(t_naive / t_fast, 2),
+           # CPU time: what a busy machine's wall clock blurs (other processes' share of the cores)
+           "cpu_speedup": round(c_naive / c_fast, 2), "agree": agree}
+    if memory:
+        # every naive condition is a separate generation: its peak is one condition's
+        out["naive_peak_mb"] = peak_mb(NaiveEngine(), loaded, batches[0], conds[:2], new)
+        out["fast_peak_mb"] = peak_mb(fast, loaded, batches[0], conds, new)
+    print(f"[{label}] naive {t_naive:.2f} s  fast {t_fast:.2f} s ({t_fast1:.2f}, {t_fast2:.2f})  "
+          f"speedup {out['speedup']:.2f}x (CPU time {out['cpu_speedup']:.2f}x)  answers agree: {agree}"
+          + (f"  peak memory naive {out['naive_peak_mb']} MiB, fast {out['fast_peak_mb']} MiB" if memory else ""))
+    return out
+
+
+def run_shape(name: str, hidden: int, samples: int, cache: dict) -> dict:
+    family, side, _ = SHAPES[name]
+    if family not in cache:
+        cache[family] = random_model(family, hidden)
+    loaded = cache[family]
+    rng = np.random.RandomState(0)
+    batches = [loaded.encode([Image.fromarray(rng.randint(0, 255, (side, side, 3), dtype=np.uint8))],
+                             [QUESTION + SUFFIX]) for _ in range(samples)]
+    ids = batches[0]["input_ids"]
+    visual_mask = loaded.adapter.visual_token_mask(loaded.model, ids)[0]
+    visual = int(visual_mask.sum())
+    system = int(visual_mask.nonzero()[0])
+    text = ids.shape[1] - system - visual
+    limit = token_layer_limit(system, visual, text, NEW_TOKENS, loaded.num_layers)["limit"]
+    print(f"[{name}] {family}, hidden {hidden}, {loaded.num_layers} layers, {system} system + {visual} visual + "
+          f"{text} text tokens, max_new_tokens={NEW_TOKENS}; token-layer limit {limit:.1f}x")
+    result = compare(loaded, batches, NEW_TOKENS, f"{name}, {samples} sample(s), batch 1")
+    return {"shape": name, "visual_tokens": visual, "prompt_tokens": ids.shape[1], "samples": samples,
+            **result, "limit": round(limit, 2), "of_limit": round(result["speedup"] / limit, 3)}
+
+
+def table(record: dict) -> str:
+    """The README's performance rows for one benchmark JSON line."""
+    rows = ["| shape | visual tokens | naive | fast | speedup | token-layer limit | of limit | peak memory naive / fast | answers agree |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for s in record["shapes"]:
+        rows.append(f"| {s['shape']} | {s['visual_tokens']:,} | {s['naive_s']:.1f} s | {s['fast_s']:.2f} s | "
+                    f"**{s['speedup']:.1f}x** | {s['limit']:.1f}x | {s['of_limit']:.2f} | "
+                    f"{s['naive_peak_mb']:,.0f} / {s['fast_peak_mb']:,.0f} MiB | {'yes' if s['agree'] else 'NO'} |")
+    return "\n".join(rows)
+
+
+def figure(record: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from layerprobe.plots.save import save_figure
+
+    shapes = record["shapes"]
+    x = [s["visual_tokens"] for s in shapes]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(x, [s["limit"] for s in shapes], "o--", color="grey", label="token-layer limit")
+    ax.plot(x, [s["speedup"] for s in shapes], "o-", color="C0", label="fast / naive (measured)")
+    for s in shapes:
+        ax.annotate(f"{s['of_limit']:.2f}", (s["visual_tokens"], s["speedup"]), textcoords="offset points",
+                    xytext=(0, -14), ha="center", fontsize=8)
+    ax.set_xlabel("visual tokens")
+    ax.set_ylabel("speedup over the naive sweep")
+    ax.set_title(f"Fast sweep engine, 32 layers, {NEW_TOKENS}-token answers", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False)
+    save_figure(fig, Path(path).with_suffix(""))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--samples", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    ap.add_argument("--samples", type=int, default=None, help="per shape (default: 2, 1, 1)")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-organism", action="store_true")
+    ap.add_argument("--out", help="also write the JSON line to this file")
+    ap.add_argument("--table", metavar="JSON", help="print the README's rows from a JSON file and exit")
+    ap.add_argument("--figure", nargs="?", const="figures/sweep_scaling.png", metavar="PNG",
+                    help="draw speedup and limit against visual tokens (with --table: from that file)")
     args = ap.parse_args()
+    if args.table:
+        record = json.loads(Path(args.table).read_text().strip().splitlines()[-1])
+        print(table(record))
+        if args.figure:
+            figure(record, args.figure)
+        return
+    names = [n.strip() for n in args.shapes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        ap.error(f"--shapes: unknown {', '.join(unknown)}; choose from {', '.join(SHAPES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, load average {load}")
 
     if not args.skip_organism:
         try:
@@ -91,27 +207,23 @@ def main():
             batches = [org.encode([s.load_image() for s in data.samples[i:i + 8]],
                                   [data.prompt(s) for s in data.samples[i:i + 8]])
                        for i in range(0, len(data.samples), 8)]
-            compare(org, batches, data.max_new_tokens, "organism, 16 samples, batch 8")
+            compare(org, batches, data.max_new_tokens, "organism, 16 samples, batch 8", memory=False)
         except (ImportError, FileNotFoundError, OSError) as err:
             print(f"[organism] skipped: {err}")
 
-    loaded = llava_shaped(args.hidden)
-    rng = np.random.RandomState(0)
-    batches = []
-    for i in range(0, args.samples, args.batch_size):
-        n = min(args.batch_size, args.samples - i)
-        images = [Image.fromarray(rng.randint(0, 255, (336, 336, 3), dtype=np.uint8)) for _ in range(n)]
-        batches.append(loaded.encode(images, [QUESTION + SUFFIX] * n))
-    ids = batches[0]["input_ids"][0]
-    visual = int((ids == loaded.model.config.image_token_id).sum())
-    first_visual = int((ids == loaded.model.config.image_token_id).nonzero()[0])
-    text = len(ids) - first_visual - visual
-    new = 3
-    limit = token_layer_limit(first_visual, visual, text, new, loaded.num_layers)
-    print(f"[llava-shaped] hidden {args.hidden}, 32 layers, {first_visual} system + {visual} visual + "
-          f"{text} text tokens, max_new_tokens={new}; token-layer limit {limit['limit']:.1f}x")
-    speedup, agree = compare(loaded, batches, new, f"llava-shaped, {args.samples} samples, batch {args.batch_size}")
-    print(json.dumps({"speedup": round(speedup, 2), "limit": round(limit["limit"], 2), "agree": agree}))
+    models: dict = {}
+    shapes = [run_shape(n, args.hidden, args.samples or SHAPES[n][2], models) for n in names]
+    first = shapes[0]
+    record = {"speedup": first["speedup"], "limit": first["limit"], "agree": first["agree"],
+              "shape": first["shape"], "threads": torch.get_num_threads(),
+              "load_before": load, "load_after": os.getloadavg()[0] if load is not None else None,
+              "shapes": shapes}
+    line = json.dumps(record)
+    if args.out:
+        Path(args.out).write_text(line + "\n")
+    if args.figure:
+        figure(record, args.figure)
+    print(line)
 
 
 if __name__ == "__main__":

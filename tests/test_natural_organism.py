@@ -165,3 +165,19 @@ def test_training_batches_mix_curriculum_scenes_first():
     # the same draw again: batches are a function of the generator's state
     again = scenes.training_batch(8, np.random.RandomState(0), easy=0.5)
     assert np.array_equal(images, again[0]) and questions == again[1]
+
+
+def test_initialisation_options():
+    """scaled_init shrinks exactly the residual-branch outputs; patch_init_std redraws the patch
+    embedding at that scale; neither touches anything else."""
+    plain, _ = natural.build(natural.NaturalSpec(num_layers=2))
+    model, _ = natural.build(natural.NaturalSpec(num_layers=2, scaled_init=True, patch_init_std=0.2))
+    a, b = plain.state_dict(), model.state_dict()
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert {k.split(".")[-2] for k in changed} == {"o_proj", "down_proj", "patch_embedding"}
+    assert len(changed) == 2 * 2 + 1
+    for k in changed:
+        if k.endswith("proj.weight"):
+            torch.testing.assert_close(b[k], a[k] * 4 ** -0.5)
+        else:
+            assert 0.18 < b[k].std().item() < 0.22 and a[k].std().item() < 0.03

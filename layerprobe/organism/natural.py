@@ -51,6 +51,7 @@ class NaturalSpec:
     steps: int = 2500
     lr: float = 3e-3
     scaled_init: bool = False  # GPT-2's init: each layer's output projections x 1/sqrt(2 x num_layers)
+    patch_init_std: float | None = None  # the patch embedding's init std; None: CLIP's (0.02)
     warmup: int = 100
     threads: int = 1           # the machine is shared; one thread is as fast there and reproducible
     eval_every: int = 250
@@ -125,12 +126,9 @@ def evaluate(model, enc: Encoder, split: str = "val", n: int | None = None, chun
     return {"accuracy": float(np.mean(hits)), "per_type": per_type}
 
 
-def train_natural(spec: NaturalSpec, out: str | Path | None = None, echo: Callable[[str], None] = print) -> dict:
-    """Train from scratch, save to ``out`` (if given) with the recipe file. Returns the metadata."""
-    torch.set_num_threads(spec.threads)
-    t0 = time.time()
+def build(spec: NaturalSpec):
+    """(model, processor) of ``spec`` before training, its initialisation options applied."""
     processor = build_processor(scenes.WORDS, scenes.IMAGE_PX, scenes.CELL_PX)
-    enc = Encoder(processor)
     model = build_model(processor, spec.num_layers, seed=spec.seed, hidden=spec.hidden, heads=spec.heads,
                         kv_heads=spec.heads, intermediate=spec.intermediate, max_positions=128)
     if spec.scaled_init:
@@ -139,6 +137,22 @@ def train_natural(spec: NaturalSpec, out: str | Path | None = None, echo: Callab
             for layer in model.model.language_model.layers:
                 layer.self_attn.o_proj.weight.mul_((2 * spec.num_layers) ** -0.5)
                 layer.mlp.down_proj.weight.mul_((2 * spec.num_layers) ** -0.5)
+    if spec.patch_init_std is not None:
+        # CLIP's 0.02 leaves a patch's content (a few coloured pixels) small beside the position
+        # embedding (std 0.2, build_model) before the tower's layer norm
+        with torch.no_grad():
+            torch.manual_seed(spec.seed)
+            tower = model.model.vision_tower
+            getattr(tower, "vision_model", tower).embeddings.patch_embedding.weight.normal_(0.0, spec.patch_init_std)
+    return model, processor
+
+
+def train_natural(spec: NaturalSpec, out: str | Path | None = None, echo: Callable[[str], None] = print) -> dict:
+    """Train from scratch, save to ``out`` (if given) with the recipe file. Returns the metadata."""
+    torch.set_num_threads(spec.threads)
+    t0 = time.time()
+    model, processor = build(spec)
+    enc = Encoder(processor)
     rng = np.random.RandomState(spec.seed)
     history: list[dict] = []
     losses: list[dict] = []

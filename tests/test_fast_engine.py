@@ -50,18 +50,18 @@ def test_only_edge_sets_after_the_image_are_fast():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_fast_and_naive_in_bfloat16_agree_on_first_tokens_and_nearly_all_answers(family):
-    # The split softmax accumulates in float32, the naive engine's SDPA rounds its probabilities to
-    # bf16: the prefill and the suffix pass give the same first token, decode steps may part at a
-    # near-tie. experiments/bf16_agreement.py measures the rate on the organism's default sweep
-    # (README); these tiny random models measure 0/36 (llava), 2/36 (llava_next) answers differing.
+def test_fast_and_naive_in_bfloat16_nearly_always_agree(family):
+    # The split softmax accumulates in float32, the naive engine's SDPA kernel in its own order
+    # and precision, and stacked rows sum in another order: a greedy token can flip where
+    # two are nearly tied, which random tiny models (flat logits) are full of.
+    # experiments/bf16_agreement.py measures it: 0 of 16,896 answers on the organism's default
+    # sweep, 3.8% and 10.2% on 32-layer tiny LLaVA-1.5/1.6; on this batch 0/36 and 2/36 differ.
     loaded = layerprobe.load_model(f"tiny:{family}:8", device="cpu", dtype="bfloat16")
     assert loaded.model.dtype == torch.bfloat16
     inputs = loaded.encode(make_images(4, seed=3), [q + "\nAnswer with one word." for q in QUESTIONS])
     conds = sweep_conditions(loaded.num_layers)
-    naive = NaiveEngine().run_batch(loaded, inputs, conds, 4)
-    fast = FastEngine().run_batch(loaded, inputs, conds, 4)
-    pairs = [(a.text, b.text) for c in conds for a, b in zip(naive[c.key], fast[c.key])]
-    assert [a.split()[:1] for a, _ in pairs] == [b.split()[:1] for _, b in pairs]
+    naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 4))
+    fast = _texts(FastEngine().run_batch(loaded, inputs, conds, 4))
+    pairs = [(a, b) for c in conds for a, b in zip(naive[c.key], fast[c.key])]
     assert sum(a != b for a, b in pairs) <= len(pairs) // 10
-    assert any(_texts(naive)[c.key] != _texts(naive)[conds[0].key] for c in conds[1:])
+    assert any(naive[c.key] != naive[conds[0].key] for c in conds[1:])

@@ -49,10 +49,13 @@ def test_relative_attention_and_vicrop_answers(tiny_models, family):
         assert rec["total_s"] >= rec["prefill_s"] > 0 and isinstance(rec["prediction"], str)
 
 
+REQUIRED_OPTIONS = {"knockout": {"layers": [1, 2]}}  # a knockout has no default layers
+
+
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_answers_a_padded_batch(tiny_models, name):
     loaded = tiny_models("llava_next")
-    method = make_method(name, profile=PROFILE)
+    method = make_method(name, profile=PROFILE, **REQUIRED_OPTIONS.get(name, {}))
     method.check(loaded)
     records = method.answer_batch(loaded, None, make_images(3), QUESTIONS[:3], max_new_tokens=2)
     assert len(records) == 3

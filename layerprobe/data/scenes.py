@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from layerprobe.data._grid import CELL_PX, GRID, IMAGE_PX, NUM_CELLS
 from layerprobe.data._io import generated_split
 from layerprobe.data.sample import Sample
 
@@ -32,10 +33,6 @@ METRIC = "exact_match"
 MAX_NEW_TOKENS = 2  # the answer word, then </s>
 DEFAULT_SPLIT = "test"
 
-GRID = 4
-CELL_PX = 8
-IMAGE_PX = GRID * CELL_PX
-NUM_CELLS = GRID * GRID
 SHAPES = ["circle", "square", "triangle", "cross"]
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple"]
 RGB = np.array([[220, 30, 30], [30, 180, 40], [30, 60, 220], [240, 220, 30], [250, 140, 20], [140, 40, 170]],

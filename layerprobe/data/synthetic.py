@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from layerprobe.data._grid import CELL_PX, GRID, IMAGE_PX, NUM_CELLS
 from layerprobe.data._io import generated_split
 from layerprobe.data.sample import Sample
 
@@ -27,10 +28,6 @@ METRIC = "exact_match"
 MAX_NEW_TOKENS = 2  # the colour word, then </s>
 DEFAULT_SPLIT = "test"
 
-GRID = 4
-CELL_PX = 8
-IMAGE_PX = GRID * CELL_PX
-NUM_CELLS = GRID * GRID
 COLORS = ["red", "green", "blue", "yellow", "black", "white", "orange", "purple"]
 RGB = np.array(
     [[220, 30, 30], [30, 180, 40], [30, 60, 220], [240, 220, 30],

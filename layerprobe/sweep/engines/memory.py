@@ -6,7 +6,8 @@ memory fits a budget (``variants_per_batch: auto``).
 
 The cost of one variant is an upper estimate from the model's sizes: its own keys/values for the
 whole answer at every layer (kept until it is decoded) plus the largest transient of one layer of
-the suffix pass (the prefix scores, accumulated in float32 for half precision, dominate).
+the suffix pass (the prefix scores, which a fused attention kernel never writes out but SDPA's
+math fallback does, in float32 for half precision, dominate).
 ``tests/test_memory_budget.py`` holds it against the peak that ``peak_memory`` measures.
 """
 
@@ -42,7 +43,7 @@ def variant_cost(text_config, num_layers: int, batch: int, suffix: int, prefix: 
     head_dim = getattr(text_config, "head_dim", None) or hidden // heads
     inter = getattr(text_config, "intermediate_size", None) or 4 * hidden
     e = torch.empty((), dtype=dtype).element_size()
-    w = 4 if dtype in (torch.float16, torch.bfloat16) else e  # the split softmax's working precision
+    w = 4 if dtype in (torch.float16, torch.bfloat16) else e  # a math-fallback softmax's working precision
     own = suffix + max_new_tokens - 1
     kept = 2 * num_layers * batch * kv_heads * own * head_dim * e
     rows = batch * suffix

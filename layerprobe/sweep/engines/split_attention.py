@@ -1,21 +1,29 @@
 """Attention over a prefix shared by many variants plus each variant's own keys, without
-copying the prefix per variant: one softmax over both parts, computed as two partial sums
-merged exactly (each part's maximum, exponentials and sums; accumulated in float32 for half
-precision, as SDPA does).
+repeating the prefix per variant: one fused attention call per layer, whose queries are the
+variants' stacked queries and whose keys are the prefix once followed by every variant's own
+keys, with a mask that lets each variant see the prefix (less what it blocks) and its own keys.
 
     out = split_attention(query, own_k, own_v, own_mask, pre_k, pre_v, pre_blocked, scaling)
 
 ``query`` is (n*B, H, q, d), variant-major over a batch of B samples; ``pre_k``/``pre_v`` are the
 batch's (B, Hkv, P, d) prefix keys/values, shared by the n variants. The n variants' queries (and
-a grouped-query head's query heads) are stacked along the query axis, so one matmul per sample
-and key head covers them all and no key is repeated. ``pre_blocked`` is (B, n*q, P) bool in that
-stacked order (see :func:`stacked`): the prefix keys each variant's queries may not see.
-The prefix scores, the only large tensor, are written once and then edited in place.
+a grouped-query head's query heads) are stacked along the query axis, so one call per batch
+covers them all and no key is repeated. ``pre_blocked`` is (B, n*q, P) bool in that stacked order
+(see :func:`stacked`): the prefix keys each variant's queries may not see.
+
+Why one fused call rather than two partial softmaxes merged by hand: the prefix scores are the
+only large tensor (n*q rows by P keys), and a fused kernel never writes them out, where a
+hand-written merge reads and writes them five times (mask, max, exp, sum, product); at 32
+variants over a 2,961-token prefix that traffic was most of the suffix pass. The price is that
+every variant's queries also meet the other variants' own keys (masked), n*own extra columns
+beside P. Precision is the kernel's: half-precision inputs are accumulated in float32 on the
+CPU and CUDA kernels, as in the model's own SDPA attention.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def stacked(masks: list[torch.Tensor]) -> torch.Tensor:
@@ -37,31 +45,24 @@ def _from_shared(x: torch.Tensor, n: int, heads: int, q: int) -> torch.Tensor:
     return x.view(b, kv_heads, groups, n, q, e).permute(3, 0, 1, 2, 4, 5).reshape(n * b, heads, q, e)
 
 
-def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    if groups == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
+def _keys_after_prefix(own: torch.Tensor, n: int, b: int) -> torch.Tensor:
+    """(n*B, Hkv, own, d) variant-major -> (B, Hkv, n*own, d): every variant's keys, variant-major."""
+    _, kv_heads, t, d = own.shape
+    return own.view(n, b, kv_heads, t, d).permute(1, 2, 0, 3, 4).reshape(b, kv_heads, n * t, d)
 
 
 def split_attention(query, own_k, own_v, own_mask, pre_k, pre_v, pre_blocked, scaling):
     nb, heads, q, d = query.shape
-    b, kv_heads = pre_k.shape[0], pre_k.shape[1]
-    n, groups = nb // b, heads // kv_heads
-    work = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
-    neg = torch.finfo(work).min
-    qf = query.to(work) * scaling
-    # prefix part: (B, Hkv, groups*n*q, P), written once, then edited in place
-    s_pre = torch.matmul(_to_shared(qf, n, b, kv_heads), pre_k.to(work).transpose(-1, -2))
-    p = s_pre.shape[-1]
-    s_pre.view(b, kv_heads, groups, n * q, p).masked_fill_(pre_blocked[:, None, None], neg)
-    # own part: small, (n*B, H, q, own)
-    s_own = torch.matmul(qf, _repeat_kv(own_k, groups).to(work).transpose(-1, -2))
-    s_own.masked_fill_(~own_mask, neg)
-    top = torch.maximum(_to_shared(s_own.amax(-1, keepdim=True), n, b, kv_heads), s_pre.amax(-1, keepdim=True))
-    s_pre.sub_(top).exp_()
-    s_own.sub_(_from_shared(top, n, heads, q)).exp_()
-    total = _from_shared(s_pre.sum(-1, keepdim=True), n, heads, q) + s_own.sum(-1, keepdim=True)
-    out = _from_shared(torch.matmul(s_pre, pre_v.to(work)), n, heads, q)
-    out = out.add_(torch.matmul(s_own, _repeat_kv(own_v, groups).to(work))).div_(total)
-    return out.to(query.dtype).transpose(1, 2).contiguous()
+    b, kv_heads, p = pre_k.shape[:3]
+    n, groups, own = nb // b, heads // kv_heads, own_k.shape[2]
+    keys = torch.cat([pre_k, _keys_after_prefix(own_k, n, b)], dim=2)
+    values = torch.cat([pre_v, _keys_after_prefix(own_v, n, b)], dim=2)
+    allowed = torch.zeros(b, n, q, p + n * own, dtype=torch.bool, device=query.device)
+    allowed[..., :p] = ~pre_blocked.view(b, n, q, p)
+    diagonal = torch.arange(n, device=query.device)
+    # variant v's queries see only variant v's own keys: the diagonal blocks of the own part
+    allowed[..., p:].view(b, n, q, n, own)[:, diagonal, :, diagonal] = own_mask.view(n, b, q, own)
+    mask = allowed[:, None].expand(b, groups, n, q, p + n * own).reshape(b, 1, groups * n * q, p + n * own)
+    out = F.scaled_dot_product_attention(_to_shared(query, n, b, kv_heads), keys, values, attn_mask=mask,
+                                         scale=scaling)
+    return _from_shared(out, n, heads, q).transpose(1, 2).contiguous()

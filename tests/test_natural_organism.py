@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,39 @@ def test_initialisation_options():
             torch.testing.assert_close(b[k], a[k] * 4 ** -0.5)
         else:
             assert 0.18 < b[k].std().item() < 0.22 and a[k].std().item() < 0.03
+
+
+# ---- the shipped natural organism --------------------------------------------------------
+
+RECORDED_ONLY = {"steps_run", "seconds", "history", "loss"}  # what a run records beside its recipe
+
+
+def test_shipped_files_are_small_and_complete():
+    names = {p.name for p in natural.WEIGHTS_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", natural.RECIPE_FILE, "tokenizer.json"} <= names
+    assert sum(p.stat().st_size for p in natural.WEIGHTS_DIR.iterdir()) < 20 * 2**20
+    config = json.loads((natural.WEIGHTS_DIR / "config.json").read_text())
+    assert config["architectures"] == ["LlavaForConditionalGeneration"]
+    assert 16 <= config["text_config"]["num_hidden_layers"] <= 32
+
+
+def test_natural_spec_defaults_are_the_shipped_recipe():
+    """``NaturalSpec()`` (and the training app without arguments) retrains the shipped weights."""
+    recorded = natural.recipe()["training"]
+    assert {k: v for k, v in recorded.items() if k not in RECORDED_ONLY} == asdict(natural.NaturalSpec())
+    assert recorded["steps_run"] == recorded["steps"]  # trained to the end, not stopped by the time limit
+    assert recorded["seconds"] <= recorded["time_limit_s"]
+
+
+def test_shipped_accuracy_is_reproduced_and_leaves_room():
+    """Greedy answers through the user path (processor, chat template, generate) reproduce the
+    recorded held-out accuracy (up to 3 of 600 answers: another CPU's kernels may break a near-tie
+    the other way), and it lies between 0.6 and 0.9: room to help and to hurt."""
+    recorded = natural.recipe()["decoded"]["test"]
+    loaded = load_model("natural_organism", device="cpu")
+    assert loaded.num_layers == natural.NaturalSpec().num_layers
+    got = natural.decoded_accuracy(loaded, "test")
+    assert got["n"] == recorded["n"] == 600
+    assert got["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.005)
+    assert got["per_type"] == pytest.approx(recorded["per_type"], abs=0.015)
+    assert 0.6 <= got["accuracy"] <= 0.9

@@ -43,20 +43,20 @@ class NaturalSpec:
 
     num_layers: int = 16
     seed: int = 0
-    hidden: int = 64
+    hidden: int = 128
     heads: int = 4
-    intermediate: int = 128
-    batch: int = 24
+    intermediate: int = 256
+    batch: int = 48
     easy: float = 0.5          # share of each batch drawn from the curriculum scenes (scenes.EASY)
-    steps: int = 2500
-    lr: float = 3e-3
+    steps: int = 4000
+    lr: float = 1e-3
     scaled_init: bool = False  # GPT-2's init: each layer's output projections x 1/sqrt(2 x num_layers)
     patch_init_std: float | None = None  # the patch embedding's init std; None: CLIP's (0.02)
-    warmup: int = 100
+    warmup: int = 200
     threads: int = 1           # the machine is shared; one thread is as fast there and reproducible
     eval_every: int = 250
-    eval_n: int = 600          # the validation split, scored during training
-    time_limit_s: float = 1800.0
+    eval_n: int = 300          # the first 300 of the validation split, scored during training
+    time_limit_s: float = 1500.0  # 25 minutes; the final evaluation and saving come after it
 
 
 class Encoder:

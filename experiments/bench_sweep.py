@@ -15,8 +15,9 @@ Models are random, 32 layers, hidden 512, 8 heads, CLIP at 336 px / patch 14:
 * ``llava-1.6-5tiles``: LLaVA-1.6 on a 672x672 image: the base view plus four tiles with newline
   tokens (2,928 visual tokens).
 
-Answers are 3 tokens. Per shape it prints both times (the fast engine's is the mean of a run
-before and a run after the naive one, so a change of machine load in between affects both), the
+Answers are 3 tokens. Per shape it prints both times (the naive sweep is timed 8 conditions at
+a time with a whole fast sweep before and after each chunk; the fast engine's time is the mean of
+those 6 runs, so a change of the machine's pace affects both engines alike), the
 speedup (wall clock; and in CPU time, which a busy machine blurs less), the token-layer limit
 for the shape and their ratio, each engine's peak memory (measured
 in separate, untimed runs: ``layerprobe.evaluation.peak_memory``) and whether every (sample, layer)
@@ -49,6 +50,7 @@ from layerprobe.sweep.engines.naive import NaiveEngine
 QUESTION = "what is the color of the cup on the table in the middle of the picture"
 SUFFIX = "\nAnswer the question using a single word or phrase ."
 NEW_TOKENS = 3
+NAIVE_CHUNK = 8  # naive conditions timed between two fast sweeps
 # name: (tiny family, image side in pixels, default number of samples)
 SHAPES = {
     "llava-1.5": ("llava", 336, 2),
@@ -87,27 +89,42 @@ def peak_mb(engine, loaded, inputs, conds, new) -> float:
     return round(mem.peak_bytes / 2**20, 1)
 
 
-def compare(loaded, batches, new, label, memory: bool = True) -> dict:
+def compare(loaded, batches, new, label, memory: bool = True, chunk: int = NAIVE_CHUNK) -> dict:
+    """The naive sweep timed ``chunk`` conditions at a time, with a whole fast sweep before the
+    first chunk and after each: the fast engine's time is the mean of those runs, so both engines
+    are measured under the same drift of the machine's speed (a fast sweep lasts seconds, the
+    naive one minutes, and a shared or throttled CPU changes pace within that)."""
     conds = sweep_conditions(loaded.num_layers)
     warm_up(loaded, batches[0])
     fast = FastEngine()
     fast.run_batch(loaded, batches[0], conds, new)  # warm-up
-    t_fast1, c_fast1, a_fast = time_engine(fast, loaded, batches, conds, new)
-    t_naive, c_naive, a_naive = time_engine(NaiveEngine(), loaded, batches, conds, new)
-    t_fast2, c_fast2, _ = time_engine(fast, loaded, batches, conds, new)
-    t_fast, c_fast = (t_fast1 + t_fast2) / 2, (c_fast1 + c_fast2) / 2
+    t_f, c_f, a_fast = time_engine(fast, loaded, batches, conds, new)
+    fast_runs, fast_cpu = [t_f], [c_f]
+    t_naive = c_naive = 0.0
+    a_naive = [{} for _ in batches]
+    for i in range(0, len(conds), chunk):
+        t, c, part = time_engine(NaiveEngine(), loaded, batches, conds[i:i + chunk], new)
+        t_naive, c_naive = t_naive + t, c_naive + c
+        for whole, got in zip(a_naive, part):
+            whole.update(got)
+        t_f, c_f, _ = time_engine(fast, loaded, batches, conds, new)
+        fast_runs.append(t_f)
+        fast_cpu.append(c_f)
+    t_fast, c_fast = float(np.mean(fast_runs)), float(np.mean(fast_cpu))
     agree = all(
         [x.text for x in an[c.key]] == [y.text for y in af[c.key]]
         for an, af in zip(a_naive, a_fast) for c in conds
     )
     out = {"naive_s": round(t_naive, 2), "fast_s": round(t_fast, 2), "speedup": round(t_naive / t_fast, 2),
            # CPU time: what a busy machine's wall clock blurs (other processes' share of the cores)
-           "cpu_speedup": round(c_naive / c_fast, 2), "agree": agree}
+           "cpu_speedup": round(c_naive / c_fast, 2), "agree": agree, "fast_runs": len(fast_runs),
+           "fast_min_s": round(min(fast_runs), 2), "fast_max_s": round(max(fast_runs), 2)}
     if memory:
         # every naive condition is a separate generation: its peak is one condition's
         out["naive_peak_mb"] = peak_mb(NaiveEngine(), loaded, batches[0], conds[:2], new)
         out["fast_peak_mb"] = peak_mb(fast, loaded, batches[0], conds, new)
-    print(f"[{label}] naive {t_naive:.2f} s  fast {t_fast:.2f} s ({t_fast1:.2f}, {t_fast2:.2f})  "
+    print(f"[{label}] naive {t_naive:.2f} s  fast {t_fast:.2f} s (mean of {len(fast_runs)} runs between the "
+          f"naive chunks, {min(fast_runs):.2f}-{max(fast_runs):.2f})  "
           f"speedup {out['speedup']:.2f}x (CPU time {out['cpu_speedup']:.2f}x)  answers agree: {agree}"
           + (f"  peak memory naive {out['naive_peak_mb']} MiB, fast {out['fast_peak_mb']} MiB" if memory else ""))
     return out

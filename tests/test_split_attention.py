@@ -1,6 +1,7 @@
-"""The split softmax of the fast engine (prefix shared by n variants, plus each variant's own keys)
-equals plain attention over the concatenated keys, computed independently in float64; in bfloat16
-it is that reference rounded once (the merge accumulates in float32)."""
+"""The fast engine's shared-prefix attention (a prefix shared by n variants, plus each variant's
+own keys, in one fused call) equals plain attention over each variant's concatenated keys,
+computed independently in float64; in bfloat16 it is that reference rounded once (the kernel
+accumulates in float32)."""
 
 from __future__ import annotations
 

@@ -45,18 +45,13 @@ def _from_shared(x: torch.Tensor, n: int, heads: int, q: int) -> torch.Tensor:
     return x.view(b, kv_heads, groups, n, q, e).permute(3, 0, 1, 2, 4, 5).reshape(n * b, heads, q, e)
 
 
-def _keys_after_prefix(own: torch.Tensor, n: int, b: int) -> torch.Tensor:
-    """(n*B, Hkv, own, d) variant-major -> (B, Hkv, n*own, d): every variant's keys, variant-major."""
-    _, kv_heads, t, d = own.shape
-    return own.view(n, b, kv_heads, t, d).permute(1, 2, 0, 3, 4).reshape(b, kv_heads, n * t, d)
-
-
 def split_attention(query, own_k, own_v, own_mask, pre_k, pre_v, pre_blocked, scaling):
     nb, heads, q, d = query.shape
     b, kv_heads, p = pre_k.shape[:3]
     n, groups, own = nb // b, heads // kv_heads, own_k.shape[2]
-    keys = torch.cat([pre_k, _keys_after_prefix(own_k, n, b)], dim=2)
-    values = torch.cat([pre_v, _keys_after_prefix(own_v, n, b)], dim=2)
+    # every variant's own keys after the prefix, variant-major: _to_shared with one query head a key head
+    keys = torch.cat([pre_k, _to_shared(own_k, n, b, kv_heads)], dim=2)
+    values = torch.cat([pre_v, _to_shared(own_v, n, b, kv_heads)], dim=2)
     allowed = torch.zeros(b, n, q, p + n * own, dtype=torch.bool, device=query.device)
     allowed[..., :p] = ~pre_blocked.view(b, n, q, p)
     diagonal = torch.arange(n, device=query.device)

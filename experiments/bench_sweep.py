@@ -24,6 +24,12 @@ in separate, untimed runs: ``layerprobe.evaluation.peak_memory``) and whether ev
 answer agrees. The last line is one JSON object: ``speedup``/``limit``/``agree`` of ``llava-1.5``
 and ``shapes``, one record per shape; ``--table`` turns it into the README's rows and
 ``--figure`` draws speedup and limit against visual tokens.
+
+Allocator: the script first keeps freed memory in the process's heap, as ``layerprobe-sweep``
+does on CPU (``layerprobe.sweep.heap``; ``--malloc default`` leaves glibc's defaults). Both engines
+free and re-allocate tensors of several MiB per layer; with glibc's defaults each comes back as
+fresh, page-faulting memory, which on the 2-core VM this was measured on slowed the fast engine
+more than the naive one and caused most of the run-to-run spread (README, Performance).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from layerprobe.models.loading import LoadedModel
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
 from layerprobe.sweep.conditions import sweep_conditions
+from layerprobe.sweep.heap import keep_freed_memory
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.naive import NaiveEngine
 
@@ -196,6 +203,8 @@ def main():
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-organism", action="store_true")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: glibc keeps freed memory in the heap (fewer page faults, less noise); default: as is")
     ap.add_argument("--out", help="also write the JSON line to this file")
     ap.add_argument("--table", metavar="JSON", help="print the README's rows from a JSON file and exit")
     ap.add_argument("--figure", nargs="?", const="figures/sweep_scaling.png", metavar="PNG",
@@ -214,8 +223,10 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    malloc = "kept heap" if args.malloc == "keep" and keep_freed_memory() else "default"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, load average {load}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, malloc {malloc}, "
+          f"load average {load}")
 
     if not args.skip_organism:
         try:
@@ -235,7 +246,7 @@ def main():
     shapes = [run_shape(n, args.hidden, args.samples or SHAPES[n][2], models) for n in names]
     first = shapes[0]
     record = {"speedup": first["speedup"], "limit": first["limit"], "agree": first["agree"],
-              "shape": first["shape"], "threads": torch.get_num_threads(),
+              "shape": first["shape"], "threads": torch.get_num_threads(), "malloc": malloc,
               "load_before": load, "load_after": os.getloadavg()[0] if load is not None else None,
               "shapes": shapes}
     line = json.dumps(record)

@@ -30,6 +30,11 @@ Shielded here, and the releases where each form appears:
   ._tokenizer`` (to install a BOS post-processor) (5.18+; ``processor_without_video``,
   ``set_post_processor``).
 
+One torch internal sits here too, for the same reason: ``attention_with_lse`` calls
+``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu``, the CPU kernel behind
+``scaled_dot_product_attention``, for the log-sum-exp of each row that the public function keeps
+to itself (where the op is missing it answers None and the caller takes its fallback).
+
 How many positions a forward call already has cached is deliberately *not* read from any
 keyword: the attention call itself shows it (key length minus query length), see
 ``layerprobe.core.dispatch``.
@@ -51,7 +56,7 @@ __all__ = [
     "cache_keyword", "output_cache", "cache_layer", "captured_kwargs", "call_decoder_layer",
     "set_text_attention", "text_attention", "register_attention", "stock_attention",
     "sdpa_attention_forward", "eager_attention_for", "rotary_embeddings", "processor_without_video",
-    "set_post_processor",
+    "set_post_processor", "attention_with_lse",
 ]
 
 
@@ -144,6 +149,18 @@ def eager_attention_for(module: torch.nn.Module) -> Callable:
     if fn is None:
         from transformers.models.llama.modeling_llama import eager_attention_forward as fn
     return fn
+
+
+def attention_with_lse(query, key, value, mask, scale: float):
+    """(output, log-sum-exp of each row's scaled scores) of softmax attention, or None where no
+    kernel gives the second: ``query`` (B, H, q, d), ``key``/``value`` (B, H, k, d), ``mask`` None
+    or additive in the query's dtype, broadcast to (B, H, q, k). The log-sum-exp is float32, and
+    undefined (the kernel writes 0) for a row that the mask blocks entirely."""
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None or query.device.type != "cpu" or query.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return None
+    out, lse = op(query, key, value, 0.0, False, attn_mask=mask, scale=scale)
+    return out, lse
 
 
 # processors -------------------------------------------------------------------------------

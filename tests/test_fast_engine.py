@@ -51,11 +51,11 @@ def test_only_edge_sets_after_the_image_are_fast():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_and_naive_in_bfloat16_nearly_always_agree(family):
-    # The fast engine's attention sees the prefix and the stacked variants' own keys in one call,
-    # the naive engine's the whole sequence, and stacked rows sum in another order: a greedy
+    # The fast engine's attention sums the prefix and each variant's own keys in two parts, the
+    # naive engine's the whole sequence at once, and stacked rows sum in another order: a greedy
     # token can flip where two are nearly tied, which random tiny models (flat logits) are full of.
     # experiments/bf16_agreement.py measures it: 0 of 16,896 answers on the organism's default
-    # sweep, 3.4% and 8.5% on 32-layer tiny LLaVA-1.5/1.6; on this batch 0/36 and 0/36 differ.
+    # sweep, 3.8% and 10.2% on 32-layer tiny LLaVA-1.5/1.6; on this batch 0/36 and 2/36 differ.
     loaded = layerprobe.load_model(f"tiny:{family}:8", device="cpu", dtype="bfloat16")
     assert loaded.model.dtype == torch.bfloat16
     inputs = loaded.encode(make_images(4, seed=3), [q + "\nAnswer with one word." for q in QUESTIONS])

@@ -18,6 +18,7 @@ from layerprobe import __version__
 from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
+from layerprobe.sweep.heap import keep_freed_memory
 
 log = logging.getLogger("layerprobe.sweep")
 
@@ -28,6 +29,8 @@ def sweep(cfg) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     data = load_data_from(cfg.data)   # first: a bad data.root should not wait for a 7B checkpoint to load
     loaded = load_model_from(cfg.model)
+    if cfg.get("keep_heap", True) and loaded.device.type == "cpu":
+        log.info("keep_heap: freed memory stays in the heap: %s", keep_freed_memory())
     mask = plain(cfg.mask)
     layers = plain(cfg.layers)
     identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}

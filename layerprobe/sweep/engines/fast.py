@@ -29,7 +29,7 @@ from layerprobe.sweep.conditions import BASELINE, Condition
 from layerprobe.core.dispatch import controller
 from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.sweep.engines.memory import check_budget, memory_budget, variant_cost, variants_that_fit
-from layerprobe.sweep.engines.split_attention import split_attention, stacked
+from layerprobe.sweep.engines.split_attention import split_attention
 from layerprobe.core.layout import TokenLayout
 from layerprobe.errors import ConfigError
 from layerprobe.core.generation import Answer, sync, decode_new_tokens, greedy_kwargs
@@ -88,20 +88,26 @@ class _RowStore:
         self.keys[j][rows, :, :key.shape[2]] = key
         self.values[j][rows, :, :value.shape[2]] = value
 
-    def cache(self, j: int, rows: torch.Tensor | None) -> "_RowCache":
+    def cache(self, j: int, rows) -> "_RowCache":
         return _RowCache(self, j, rows)
 
-    def copy_baseline(self, j: int, rows: torch.Tensor, batch: int) -> None:
-        """The last written position of ``rows`` (not computed at layer ``j``) from the baseline's
-        row of the same sample: equal while their tokens are the baseline's."""
+    def copy_baseline(self, j: int, rows, batch: int) -> None:
+        """The last written position of ``rows`` (a slice of whole blocks, or row indices; not
+        computed at layer ``j``) from the baseline's row of the same sample: equal while their
+        tokens are the baseline's."""
         t = self.length[j] - 1
         for buf in (self.keys[j], self.values[j]):
-            buf[rows, :, t] = buf[rows % batch, :, t]
+            if isinstance(rows, slice):
+                block = buf[rows, :, t]
+                block.view(-1, batch, *block.shape[1:]).copy_(buf[:batch, :, t][None])
+            else:
+                buf[rows, :, t] = buf[rows % batch, :, t]
 
 
 class _RowCache:
     """A decoder layer's cache during decoding: the new token's key/value goes into the store at
-    the next position of ``rows`` (None: every row), and the layer sees the rows' keys so far."""
+    the next position of ``rows`` (a slice: views, no copies; or row indices), and the layer sees
+    the rows' keys so far."""
 
     def __init__(self, store: _RowStore, j: int, rows):
         self.store, self.j, self.rows = store, j, rows
@@ -111,10 +117,6 @@ class _RowCache:
         t = store.length[j]
         store.length[j] += 1
         keys, values = store.keys[j], store.values[j]
-        if rows is None:
-            keys[:, :, t:t + 1] = key
-            values[:, :, t:t + 1] = value
-            return keys[:, :, :t + 1], values[:, :, :t + 1]
         keys[rows, :, t:t + 1] = key
         values[rows, :, t:t + 1] = value
         return keys[rows, :, :t + 1], values[rows, :, :t + 1]
@@ -224,20 +226,26 @@ class FastEngine:
 
     # ------------------------------------------------------------------------------------
     def _masks(self, ctrl, layout: TokenLayout, q_pos, P: int):
-        """Per layer ``j``, for rows ``conds``: (prefix blocked (B, n*q, P), own allowed (n*B, 1, q, kv-P)).
-        Causal, padding and the knockout are built once per pass; only the model's permanent
-        structure (if any) is asked per layer."""
+        """Per layer ``j``, for rows ``conds``: (per variant, None or the prefix keys it may not
+        see (B, q, P); own allowed (n*B, 1, q, kv-P)). Causal, padding and the knockout are built
+        once per pass; only the model's permanent structure (if any) is asked per layer."""
         allowed = layout.allowed(q_pos)
         knocked = allowed & ~layout.blocked_by(self.edges, q_pos)
 
+        def prefix_blocked(rows):
+            return None if bool(rows[..., :P].all()) else ~rows[..., :P]
+        fixed = prefix_blocked(allowed), prefix_blocked(knocked)
+
         def at(j, conds):
             plain, knock = allowed, knocked
+            pre_plain, pre_knock = fixed
             permanent = ctrl.blocked(j, layout, q_pos)
             if permanent is not None:
                 plain, knock = plain & ~permanent, knock & ~permanent
-            rows = [knock if j in c.knocked_out else plain for c in conds]
-            return (~stacked([r[..., :P] for r in rows]),
-                    torch.cat([r[..., P:] for r in rows], dim=0)[:, None])
+                pre_plain, pre_knock = prefix_blocked(plain), prefix_blocked(knock)
+            hit = [j in c.knocked_out for c in conds]
+            return ([pre_knock if h else pre_plain for h in hit],
+                    torch.cat([(knock if h else plain)[..., P:] for h in hit], dim=0)[:, None])
         return at
 
     @contextlib.contextmanager
@@ -313,18 +321,22 @@ class FastEngine:
                 step_pos = pos[..., -1:] + step
                 for j in range(L):
                     active = [v for v in range(n) if begin[v] <= j]
-                    idx = None if len(active) == n else (torch.tensor(active, device=h.device)[:, None] * B
-                                                         + sample).reshape(-1)
-                    x = h if idx is None else h[idx]
-                    y = self._layer(loaded, lm, ctrl, cache, j, P, x, _stack_positions(step_pos, len(active)),
-                                    masks(j, [rows[v] for v in active]), store.cache(j, idx))
-                    if idx is None:
+                    k = len(active)
+                    # the usual case, the first k blocks, is a slice: the store is read and
+                    # written through views
+                    sel = slice(0, k * B) if active[-1] == k - 1 else (
+                        torch.tensor(active, device=h.device)[:, None] * B + sample).reshape(-1)
+                    y = self._layer(loaded, lm, ctrl, cache, j, P, h if k == n else h[sel],
+                                    _stack_positions(step_pos, k), masks(j, [rows[v] for v in active]),
+                                    store.cache(j, sel))
+                    if k == n:
                         h = y
-                    else:
-                        h = y[:B].repeat(n, 1, 1)
-                        h[idx] = y
-                        idle = torch.tensor([v for v in range(n) if begin[v] > j], device=h.device)
-                        store.copy_baseline(j, (idle[:, None] * B + sample).reshape(-1), B)
+                        continue
+                    h = y[:B].repeat(n, 1, 1)
+                    h[sel] = y
+                    idle = slice(k * B, n * B) if isinstance(sel, slice) else (torch.tensor(
+                        [v for v in range(n) if begin[v] > j], device=h.device)[:, None] * B + sample).reshape(-1)
+                    store.copy_baseline(j, idle, B)
                 logits = loaded.model.get_output_embeddings()(lm.norm(h[:, -1]))
                 nxt = logits.argmax(-1).reshape(n, B)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)

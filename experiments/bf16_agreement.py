@@ -6,9 +6,10 @@ batches, in bf16 on the CPU, and every (sample, condition) answer is compared.
     python experiments/bf16_agreement.py --organism-samples 64 --tiny-samples 8 --threads 1
 
 The fast engine attends over the shared prefix and over each stacked variant's own keys in two
-kernel calls per layer merged by their log-sum-exp (``layerprobe/sweep/engines/split_attention.py``),
-and its stacked rows and suffix-only passes sum in another order than the naive engine's full
-forward calls; the question is whether that ever changes a greedy answer. Prints one line per model and, last, one JSON object.
+kernel calls per layer merged by their log-sum-exp
+(``layerprobe/sweep/engines/split_attention.py``), and its stacked rows and suffix-only passes sum
+in another order than the naive engine's full forward calls; the question is whether that ever
+changes a greedy answer. Prints one line per model and, last, one JSON object.
 """
 
 from __future__ import annotations

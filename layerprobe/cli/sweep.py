@@ -29,7 +29,7 @@ def sweep(cfg) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     data = load_data_from(cfg.data)   # first: a bad data.root should not wait for a 7B checkpoint to load
     loaded = load_model_from(cfg.model)
-    if cfg.get("keep_heap", True) and loaded.device.type == "cpu":
+    if cfg.keep_heap and loaded.device.type == "cpu":
         log.info("keep_heap: freed memory stays in the heap: %s", keep_freed_memory())
     mask = plain(cfg.mask)
     layers = plain(cfg.layers)

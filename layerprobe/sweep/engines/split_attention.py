@@ -50,6 +50,19 @@ def _runs(pre_blocked: list) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _attend(query, key, value, blocked, scaling):
+    """``compat.attention_with_lse`` with a bool ``blocked`` mask (None: nothing blocked), float32
+    inputs; a row that sees no key gets lse -inf (the kernel writes 0 there), so the merge gives it
+    no weight. None where no kernel gives the log-sum-exp."""
+    mask = None if blocked is None else torch.zeros(blocked.shape, device=query.device).masked_fill_(
+        blocked, float("-inf"))
+    got = attention_with_lse(query, key, value, mask, scaling)
+    if got is None or blocked is None:
+        return got
+    out, lse = got
+    return out, lse.masked_fill(blocked.all(-1), float("-inf"))
+
+
 def split_attention(query, own_k, own_v, own_mask, pre_k, pre_v, pre_blocked, scaling, merged: bool = True):
     """(n*B, q, H, d): the layout a transformers attention function returns. ``merged=False``
     forces the single fused call (the fallback where no kernel returns the log-sum-exp)."""
@@ -71,20 +84,14 @@ def _prefix_parts(query, pre_k, pre_v, pre_blocked, scaling):
     rows = groups * q  # stacked query rows per variant
     parts = []
     for start, stop in _runs(pre_blocked):
-        mask = seen_none = None
+        blocked = None
         if pre_blocked[start] is not None:
             blocked = torch.stack(pre_blocked[start:stop], dim=1)[:, :, None]  # (B, run, 1, q, P)
             blocked = blocked.expand(b, stop - start, groups, q, p).reshape(b, 1, (stop - start) * rows, p)
-            mask = torch.zeros(blocked.shape, device=query.device).masked_fill_(blocked, float("-inf"))
-            seen_none = blocked.all(-1)
-        got = attention_with_lse(shared_q[:, :, start * rows:stop * rows], pre_k, pre_v, mask, scaling)
+        got = _attend(shared_q[:, :, start * rows:stop * rows], pre_k, pre_v, blocked, scaling)
         if got is None:
             return None
-        out, lse = got
-        if seen_none is not None:
-            # a row that sees no prefix key takes its own part alone (the kernel's lse is 0 there)
-            lse = lse.masked_fill(seen_none, float("-inf"))
-        parts.append((start, stop, out, lse))
+        parts.append((start, stop, *got))
     return parts
 
 
@@ -96,9 +103,8 @@ def _merge(query, own_k, own_v, own_mask, parts, kv_heads, scaling):
     # the own part: per row, its query heads stacked per key head (as the prefix part stacks them)
     own_q = query.float().reshape(nb, kv_heads, groups * q, d)
     blocked = ~own_mask[:, :, None].expand(nb, 1, groups, q, own_mask.shape[-1]).reshape(nb, 1, groups * q, -1)
-    bias = torch.zeros(blocked.shape, device=query.device).masked_fill_(blocked, float("-inf"))
-    own_out, own_lse = attention_with_lse(own_q, own_k.float(), own_v.float(), bias, scaling)
-    own_lse = own_lse.masked_fill(blocked.all(-1), float("-inf")).view(n, b, kv_heads, groups, q, 1)
+    own_out, own_lse = _attend(own_q, own_k.float(), own_v.float(), blocked, scaling)
+    own_lse = own_lse.view(n, b, kv_heads, groups, q, 1)
     # (B, Hkv, n, groups, q, 1), the prefix kernel's order
     pre_lse = torch.cat([lse for *_, lse in parts], dim=-1).view(b, kv_heads, n, groups, q, 1)
     own_lse = own_lse.permute(1, 2, 0, 3, 4, 5)

@@ -5,6 +5,7 @@ total latency, synchronised on CUDA, warm-up excluded by the caller running :fun
     warm_up(loaded, inputs)
     answers = generate_answers(loaded, inputs, max_new_tokens=16)
     answers[0].text, answers[0].prefill_s, answers[0].total_s, answers[0].n_tokens
+    answers, logits, first = generate_with_first_logits(loaded, inputs, 16)   # + the first step's logits
     generate_answers(loaded, inputs, 16, logits_processor=LogitsProcessorList([proc]))   # extra generate() kwargs
 
 ``prefill_s`` and ``total_s`` are wall-clock seconds of the whole batch's call.
@@ -24,11 +25,12 @@ class Answer:
     prefill_s: float
     total_s: float
     n_tokens: int
+    first_step: dict | None = None   # answer probabilities (layerprobe.core.first_step), where computed
 
     def record(self) -> dict:
         """The fields of a results row this answer fills."""
         return {"prediction": self.text, "prefill_s": self.prefill_s, "total_s": self.total_s,
-                "n_tokens": self.n_tokens}
+                "n_tokens": self.n_tokens, **(self.first_step or {})}
 
 
 def sync(device: torch.device) -> None:
@@ -78,10 +80,7 @@ def decode_new_tokens(loaded, new_tokens: torch.Tensor) -> tuple[list[str], list
     return texts, counts
 
 
-@torch.no_grad()
-def generate_answers(loaded, inputs: dict, max_new_tokens: int, **generate_kwargs) -> list[Answer]:
-    """Greedy answers of one batch; ``generate_kwargs`` go to ``model.generate`` as well (a logits
-    processor, for example)."""
+def _generate(loaded, inputs: dict, max_new_tokens: int, **generate_kwargs):
     device = loaded.device
     sync(device)
     start = time.perf_counter()
@@ -92,9 +91,28 @@ def generate_answers(loaded, inputs: dict, max_new_tokens: int, **generate_kwarg
         clock.close()
     sync(device)
     total = time.perf_counter() - start
-    texts, counts = decode_new_tokens(loaded, out[:, inputs["input_ids"].shape[1]:])
+    sequences = out if isinstance(out, torch.Tensor) else out.sequences
+    new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
+    texts, counts = decode_new_tokens(loaded, new_tokens)
     prefill = clock.prefill_s if clock.prefill_s is not None else total
-    return [Answer(t, prefill, total, n) for t, n in zip(texts, counts)]
+    return [Answer(t, prefill, total, n) for t, n in zip(texts, counts)], out, new_tokens
+
+
+@torch.no_grad()
+def generate_answers(loaded, inputs: dict, max_new_tokens: int, **generate_kwargs) -> list[Answer]:
+    """Greedy answers of one batch; ``generate_kwargs`` go to ``model.generate`` as well (a logits
+    processor, for example)."""
+    return _generate(loaded, inputs, max_new_tokens, **generate_kwargs)[0]
+
+
+@torch.no_grad()
+def generate_with_first_logits(loaded, inputs: dict, max_new_tokens: int
+                               ) -> tuple[list[Answer], torch.Tensor, torch.Tensor]:
+    """Greedy answers, the raw logits of the first answer step (B, V) and the first generated
+    tokens (B,): what generate() computes anyway, kept instead of dropped."""
+    answers, out, new_tokens = _generate(loaded, inputs, max_new_tokens, output_logits=True,
+                                         return_dict_in_generate=True)
+    return answers, out.logits[0], new_tokens[:, 0]
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ except ImportError:  # Windows: no advisory locks; one writer per file is then t
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: sweep rows carry answer_logprob, reference_logprob, margin (layerprobe.core.first_step)
 KEY_FIELDS = ("benchmark", "sample_id", "condition", "layer")
 
 

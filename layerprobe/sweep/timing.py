@@ -35,7 +35,7 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
     for _ in range(repeats):
         for cond in conditions:
             for inputs in batches:
-                answer = engine.run_batch(loaded, inputs, [cond], data.max_new_tokens)[cond.key][0]
+                answer = engine.run_batch(loaded, inputs, [cond], data.max_new_tokens, scores=False)[cond.key][0]
                 size = inputs["input_ids"].shape[0]
                 prefill[cond.key] += answer.prefill_s / size
                 total[cond.key] += answer.total_s / size

@@ -32,6 +32,7 @@ from layerprobe.sweep.engines.memory import check_budget, memory_budget, variant
 from layerprobe.sweep.engines.split_attention import split_attention
 from layerprobe.core.layout import TokenLayout
 from layerprobe.errors import ConfigError
+from layerprobe.core.first_step import choose_reference, first_step_fields
 from layerprobe.core.generation import Answer, sync, decode_new_tokens, greedy_kwargs
 
 log = logging.getLogger(__name__)
@@ -141,21 +142,23 @@ class FastEngine:
 
     # ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int
-                  ) -> dict[tuple, list[Answer]]:
+    def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int,
+                  references=None, scores: bool = True) -> dict[tuple, list[Answer]]:
+        """As ``NaiveEngine.run_batch``: the first step's probabilities come from the baseline
+        prefill's last logits and each variant's suffix-pass logits (no extra forward pass)."""
         reason = fast_engine_reason(self.edges, loaded.adapter)
         if reason is not None:
             if getattr(self, "_warned", None) != reason:
                 log.warning("engine=fast falls back to naive: %s", reason)
                 self._warned = reason
-            return NaiveEngine(self.edges).run_batch(loaded, inputs, conditions, max_new_tokens)
+            return NaiveEngine(self.edges).run_batch(loaded, inputs, conditions, max_new_tokens, references, scores)
         ctrl = controller(loaded)
         # The edit keeps layerprobe's attention function installed (it serves the shared
         # prefix) and the layout tracked; it blocks nothing itself.
         with ctrl.edit(_NoEdit()):
-            return self._run(loaded, ctrl, inputs, conditions, max_new_tokens)
+            return self._run(loaded, ctrl, inputs, conditions, max_new_tokens, references if scores else False)
 
-    def _run(self, loaded, ctrl, inputs, conditions, max_new_tokens):
+    def _run(self, loaded, ctrl, inputs, conditions, max_new_tokens, references):
         model = loaded.model
         lm = loaded.adapter.language_model(model)
         device = loaded.device
@@ -171,6 +174,10 @@ class FastEngine:
             pos = torch.arange(T, device=device)[None].expand(inputs["input_ids"].shape[0], T)
         P = int(layout.first_text.min())
         base_first = out.logits[:, -1].argmax(-1)
+        # first-step probabilities (references=False: not wanted)
+        ref_ids = None if references is False else choose_reference(out.logits[:, -1], references)
+        first_step = {} if references is False else {
+            BASELINE.key: first_step_fields(out.logits[:, -1], base_first, ref_ids)}
         sync(device)
         prefill_s = time.perf_counter() - start
 
@@ -182,7 +189,10 @@ class FastEngine:
             # layer its states are the baseline's while its tokens are (see _decode)
             rows = [BASELINE, *group]
             store = _RowStore.for_rows(cache, len(rows), P, max_new_tokens)
-            firsts = self._suffix_pass(loaded, lm, ctrl, group, hidden, cache, layout, pos, P, store)
+            logits = self._suffix_pass(loaded, lm, ctrl, group, hidden, cache, layout, pos, P, store)
+            firsts = list(logits.argmax(-1))
+            if references is not False:
+                first_step.update({c.key: first_step_fields(lg, base_first, ref_ids) for c, lg in zip(group, logits)})
             out = self._decode(loaded, lm, ctrl, rows, [base_first, *firsts], cache, store, layout, pos, P,
                                max_new_tokens)
             tokens.update({c.key: t for c, t in zip(rows, out)})
@@ -197,7 +207,8 @@ class FastEngine:
         for c in conditions:
             texts, counts = decode_new_tokens(loaded, tokens[c.key])
             # Shared work has no per-variant time: honest per-layer latency is measured apart.
-            answers[c.key] = [Answer(t, prefill_s, total, n) for t, n in zip(texts, counts)]
+            fields = first_step.get(c.key, [None] * len(texts))
+            answers[c.key] = [Answer(t, prefill_s, total, n, f) for t, n, f in zip(texts, counts, fields)]
         return answers
 
     def _group_size(self, loaded, layout, P, variants, max_new_tokens, hidden, cache) -> int:
@@ -272,7 +283,7 @@ class FastEngine:
 
     def _suffix_pass(self, loaded, lm, ctrl, group, hidden, cache, layout, pos, P, store):
         """Run each variant's suffix from its first knocked-out layer to the top, batched; their
-        keys/values go into ``store`` (blocks 1..), their first answer tokens are returned."""
+        keys/values go into ``store`` (blocks 1..); returns their first-step logits (variants, B, V)."""
         B, T = layout.valid.shape
         starts = [min(c.knocked_out) for c in group]  # ascending: the active variants are a prefix
         L = len(loaded.decoder_layers)
@@ -290,7 +301,7 @@ class FastEngine:
                                 masks(j, group[:n]), own)
                 store.write_suffix(j, slice(B, (n + 1) * B), *own.new)
         logits = loaded.model.get_output_embeddings()(lm.norm(x[:, -1]))
-        return list(logits.argmax(-1).view(len(group), B))
+        return logits.view(len(group), B, -1)
 
     def _decode(self, loaded, lm, ctrl, rows, firsts, cache, store, layout, pos, P, max_new_tokens):
         """Greedy decode of ``rows`` (the baseline first) at once over the shared prefix. A variant

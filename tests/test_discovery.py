@@ -95,7 +95,7 @@ def test_discovers_exactly_the_planted_layers_at_any_depth(num_layers):
     if weaker_late is not None:
         planted[weaker_late] = 0.2          # significant too, but the review layer drops more
     table = planted_table(num_layers, planted, seed=num_layers)
-    found = discover(table, num_layers=num_layers)
+    found = discover(table, num_layers=num_layers, effect="accuracy")
     print(num_layers, found.summary())
     assert found.fusion_layers == fusion
     assert found.review_layer == review
@@ -113,8 +113,8 @@ def test_shards_and_runs_merge_into_the_same_discovery(tmp_path):
     other = planted_table(num_layers, planted, benchmarks=("textvqa",), n=300, seed=4)
     runs = [write_run(tmp_path / f"shard{k}", shard(table, k, 3), num_layers) for k in range(3)]
     runs.append(write_run(tmp_path / "textvqa", other, num_layers))
-    merged = discover(runs)
-    whole = discover(pd.concat([table, other], ignore_index=True), num_layers=num_layers)
+    merged = discover(runs, effect="accuracy")
+    whole = discover(pd.concat([table, other], ignore_index=True), num_layers=num_layers, effect="accuracy")
     assert merged.fusion_layers == whole.fusion_layers == [1, 5]
     assert merged.review_layer == whole.review_layer == 14
     pd.testing.assert_frame_equal(merged.evidence, whole.evidence)
@@ -128,7 +128,7 @@ def test_skipped_and_unpaired_samples_are_left_out():
     table.loc[knock, "skipped"] = "too long"
     table.loc[knock, "score"] = None
     table = table.drop(table.index[(table["condition"] == "baseline")][:20])   # no baseline for 20
-    found = discover(table, num_layers=8)
+    found = discover(table, num_layers=8, effect="accuracy")
     n = found.evidence.set_index("layer")["n"]
     assert n[1] == 300 - 50 - len(set(range(20)) - set(range(50))) and n[2] == 280
 
@@ -137,18 +137,18 @@ def test_min_benchmarks_requires_agreement():
     a = planted_table(10, {2: 0.4, 8: 0.4}, benchmarks=("vqav2",), n=400, seed=6)
     b = planted_table(10, {8: 0.4}, benchmarks=("gqa",), n=400, seed=7)
     both = pd.concat([a, b], ignore_index=True)
-    assert discover(both, num_layers=10).fusion_layers == [2]
-    strict = discover(both, num_layers=10, min_benchmarks=2)
+    assert discover(both, num_layers=10, effect="accuracy").fusion_layers == [2]
+    strict = discover(both, num_layers=10, min_benchmarks=2, effect="accuracy")
     assert strict.fusion_layers == [] and strict.review_layer == 8
 
 
 def test_no_late_drop_means_no_profile_unless_set_by_hand():
     table = planted_table(12, {2: 0.4, 4: 0.4}, benchmarks=("vqav2",), n=400, seed=8)
-    found = discover(table, num_layers=12)
+    found = discover(table, num_layers=12, effect="accuracy")
     assert found.fusion_layers == [2, 4] and found.review_layer is None and found.post_integrated_layer is None
     with pytest.raises(ProfileError, match=r"late part \(layers 9\.\.11\).*cannot drive contrastive attention"):
         to_profile(found)
-    manual = discover(table, num_layers=12, review_layer=10, post_integrated_layer=8)
+    manual = discover(table, num_layers=12, review_layer=10, post_integrated_layer=8, effect="accuracy")
     profile = to_profile(manual)
     assert (profile.review_layer, profile.post_integrated_layer) == (10, 8)
 
@@ -156,7 +156,7 @@ def test_no_late_drop_means_no_profile_unless_set_by_hand():
 @pytest.mark.parametrize("test", ["permutation", "wilcoxon"])
 def test_other_tests_find_the_same_layers(test):
     table = planted_table(12, {1: 0.35, 6: 0.35, 10: 0.45}, n=400, seed=9)
-    found = discover(table, num_layers=12, test=test, n_resamples=4000)
+    found = discover(table, num_layers=12, test=test, n_resamples=4000, effect="accuracy")
     assert (found.fusion_layers, found.review_layer) == ([1, 6], 10)
 
 
@@ -164,7 +164,7 @@ def _false_discoveries(num_layers, planted, seed, alpha):
     """(discoveries, false ones, false ones without the BH correction) on one noisy table; min_effect
     0 so that only the statistics guard."""
     table = planted_table(num_layers, planted, n=200, seed=seed, ability=NOISY)
-    found = discover(table, num_layers=num_layers, alpha=alpha, min_effect=0.0, n_resamples=0)
+    found = discover(table, num_layers=num_layers, alpha=alpha, min_effect=0.0, n_resamples=0, effect="accuracy")
     null = ~found.evidence["layer"].isin(list(planted))
     false = int((found.evidence["significant"] & null).sum())
     uncorrected = int(((found.evidence["p"] <= alpha) & (found.evidence["drop"] > 0) & null).sum())
@@ -218,27 +218,27 @@ def test_overlapping_shards_mixed_models_and_edges_are_refused(tmp_path):
 def test_num_layers_falls_back_to_the_table_with_a_warning(tmp_path):
     run = write_run(tmp_path / "r", planted_table(6, {1: 0.5, 5: 0.5}, n=200, seed=2), None)
     with pytest.warns(UserWarning, match="using 6"):
-        found = discover(run)
+        found = discover(run, effect="accuracy")
     assert found.num_layers == 6 and found.review_layer == 5
 
 
 def test_discover_runs_writes_profile_csv_and_figure(tmp_path):
     run = write_run(tmp_path / "r", planted_table(12, {2: 0.4, 10: 0.4}, n=300, seed=10), 12)
-    result = discover_runs([run])
+    result = discover_runs([run], effect="accuracy")
     names = sorted(p.name for p in result.written)
     assert names == ["discovery.csv", "discovery.pdf", "discovery.png", "profile.yaml"]
     assert result.profile.fusion_layers == [2] and result.profile.review_layer == 10
     assert len(pd.read_csv(run / "discovery.csv")) == 2 * 12
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert discover_runs(run, out=tmp_path / "x" / "p.yaml", figure=False).profile_error is None
+        assert discover_runs(run, out=tmp_path / "x" / "p.yaml", figure=False, effect="accuracy").profile_error is None
 
 
 def test_benjamini_yekutieli_is_an_option_recorded_with_the_error_rate():
     from scipy.stats import false_discovery_control
 
     table = planted_table(12, {2: 0.4, 10: 0.45}, n=400, seed=3)
-    bh, by = discover(table, num_layers=12), discover(table, num_layers=12, fdr_method="by")
+    bh, by = discover(table, num_layers=12, effect="accuracy"), discover(table, num_layers=12, fdr_method="by", effect="accuracy")
     assert np.allclose(by.evidence["q"], false_discovery_control(by.evidence["p"], method="by"))
     assert (by.evidence["q"] >= bh.evidence["q"] - 1e-12).all() and (by.evidence["q"] > bh.evidence["q"]).any()
     assert by.fusion_layers == [2] and by.review_layer == 10
@@ -246,4 +246,4 @@ def test_benjamini_yekutieli_is_an_option_recorded_with_the_error_rate():
     assert profile.statistics["fdr_method"] == "by"
     assert "false discovery rate" in profile.statistics["error_rate"]
     with pytest.raises(ConfigError, match="fdr_method='holm'"):
-        discover(table, num_layers=12, fdr_method="holm")
+        discover(table, num_layers=12, fdr_method="holm", effect="accuracy")

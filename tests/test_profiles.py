@@ -33,7 +33,7 @@ def test_paper_presets_load(name):
 
 def test_discovered_profile_saves_and_loads_back_equal(tmp_path):
     table = planted_table(20, {1: 0.4, 6: 0.3, 17: 0.4}, n=300, seed=11)
-    profile = to_profile(discover(table, num_layers=20, n_resamples=500), model="toy/llava", notes="test")
+    profile = to_profile(discover(table, num_layers=20, n_resamples=500, effect="accuracy"), model="toy/llava", notes="test")
     path = save_profile(profile, tmp_path / "p.yaml")
     loaded = load_profile(path, num_layers=20)
     assert loaded == profile
@@ -95,9 +95,9 @@ def test_cli_writes_profile_from_sharded_runs(tmp_path):
     table = planted_table(16, {2: 0.4, 5: 0.35, 13: 0.45}, benchmarks=("vqav2",), n=600, seed=12)
     runs = [write_run(tmp_path / f"shard{k}", shard(table, k, 2), 16) for k in range(2)]
     out = tmp_path / "profiles" / "toy.yaml"
-    done = _cli(f"run=[{runs[0]},{runs[1]}]", f"out={out}", "alpha=0.01", cwd=tmp_path)
+    done = _cli(f"run=[{runs[0]},{runs[1]}]", f"out={out}", "alpha=0.01", "effect=accuracy", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "fusion layers: 2 (drop" in done.stdout and "review layer: 13 (drop" in done.stdout
+    assert "fusion layers: 2 (accuracy" in done.stdout and "review layer: 13 (accuracy" in done.stdout
     written = yaml.safe_load(out.read_text())
     assert (written["fusion_layers"], written["review_layer"], written["post_integrated_layer"]) == ([2, 5], 13, 12)
     assert written["num_layers"] == 16 and written["model"] == "toy/llava" and written["model_config_hash"] == "cfg-1"
@@ -111,7 +111,7 @@ def test_cli_without_a_late_drop_explains_and_fails(tmp_path, monkeypatch, capsy
 
     run = write_run(tmp_path / "run", planted_table(12, {2: 0.4}, n=300, seed=13), 12)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["layerprobe-discover", f"run={run}"])   # in-process: no import cost
+    monkeypatch.setattr(sys, "argv", ["layerprobe-discover", f"run={run}", "effect=accuracy"])   # in-process: no import cost
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2  # bad input, as in every layerprobe command
@@ -127,7 +127,7 @@ def test_run_discover_takes_a_plain_dict_and_refuses_typos(tmp_path):
     from layerprobe.errors import ConfigError
 
     run = write_run(tmp_path / "run", planted_table(10, {1: 0.4, 8: 0.4}, n=300, seed=14), 10)
-    result = run_discover({"run": str(run), "figure": False, "seed": 3})
+    result = run_discover({"run": str(run), "figure": False, "seed": 3, "effect": "accuracy"})
     assert (result.profile.fusion_layers, result.profile.review_layer) == ([1], 8)
     assert load_profile(run / "profile.yaml") == result.profile
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['alpah'\]"):

@@ -8,7 +8,8 @@ import pytest
 from scipy import stats as sps
 
 from layerprobe.errors import ConfigError, DataError
-from layerprobe.analysis.stats import bh_qvalues, bootstrap_ci, mcnemar_p, paired_effects, sign_flip_p, wilcoxon_p
+from layerprobe.analysis.effects import paired_effects
+from layerprobe.analysis.stats import bh_qvalues, bootstrap_ci, mcnemar_p, sign_flip_p, wilcoxon_p
 
 
 def test_bh_qvalues_match_the_textbook_example_and_skip_nan():

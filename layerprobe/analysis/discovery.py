@@ -6,11 +6,15 @@
     profile = to_profile(found)                        # a LayerProfile, ready for save_profile
     discover_runs(["runs/a", "runs/b"], out="profile.yaml")   # + discovery.csv and figure
 
-A (benchmark, layer) test is *significant* when its FDR-adjusted q-value over all benchmarks x
-layers (Benjamini-Hochberg, or Benjamini-Yekutieli with ``fdr_method="by"``) is <= ``alpha`` and its accuracy drop is >= ``min_effect``. A layer is
+The effect (``effect=accuracy|logprob|prob_change|answer_change``, ``layerprobe.analysis.effects``)
+is measured per benchmark and layer. A (benchmark, layer) test is *significant* when its
+FDR-adjusted q-value over all benchmarks x layers (Benjamini-Hochberg, or Benjamini-Yekutieli with
+``fdr_method="by"``) is <= ``alpha``, its test leans towards harm, and its effect reaches
+``min_effect`` (in the effect's unit) towards harm. With ``require_specific`` the knockout must
+also beat the control condition at that layer (a paired test in the same FDR family). A layer is
 discovered when it is significant on at least ``min_benchmarks`` benchmarks. Discovered layers
 before ``late_start = ceil((1 - late_fraction) * num_layers)`` are fusion layers; among the late
-ones the review layer is the one with the largest drop (mean over benchmarks). The
+ones the review layer is the one with the largest harm (mean over benchmarks). The
 post-integrated layer is ``review_layer - 1`` unless given.
 """
 
@@ -28,10 +32,14 @@ from layerprobe.errors import ConfigError, DataError, ProfileError
 from layerprobe.analysis.profiles import LayerProfile, layerprobe_version, save_profile
 from layerprobe.io.results import write_atomic
 from layerprobe.io.runs import merge_runs
-from layerprobe.analysis.stats import fdr_qvalues, paired_effects
+from layerprobe.analysis.effects import get_effect
+from layerprobe.analysis.evidence import CONTROL, gather_evidence
+from layerprobe.analysis.sequential import adjust_for_design
 
-DEFAULTS = dict(alpha=0.05, min_effect=0.02, late_fraction=0.25, min_benchmarks=1, test="mcnemar",
-                correct_threshold=0.5, confidence=0.95, n_resamples=2000, seed=0, fdr_method="bh")
+# min_effect and test None: the effect's own (layerprobe.analysis.effects.EFFECTS)
+DEFAULTS = dict(alpha=0.05, min_effect=None, late_fraction=0.25, min_benchmarks=1, test=None,
+                correct_threshold=0.5, confidence=0.95, n_resamples=2000, seed=0, fdr_method="bh",
+                effect="prob_change", require_specific=False)
 
 
 @dataclass
@@ -55,16 +63,19 @@ class Discovery:
     def summary(self) -> str:
         by_layer = self.layers.set_index("layer")
 
+        effect = self.settings["effect"]
+
         def describe(layer: int) -> str:
             if layer not in by_layer.index:
                 return f"{layer} (set by hand, not swept)"
             row = by_layer.loc[layer]
-            return f"{layer} (drop {row['drop']:.3f}, min q={row['q']:.2g})"
+            return f"{layer} ({effect} {row['effect']:.3g}, min q={row['q']:.2g})"
         n = self.evidence.groupby("benchmark")["n"].max()
+        specific = ", require_specific" if self.settings["require_specific"] else ""
         lines = [
             f"{self.num_layers} layers (late part: {self.late_start}..{self.num_layers - 1}), "
-            f"{self.settings['test']} test, alpha={self.settings['alpha']}, "
-            f"min_effect={self.settings['min_effect']}; "
+            f"effect={effect}, {self.settings['test']} test, alpha={self.settings['alpha']}, "
+            f"min_effect={self.settings['min_effect']}{specific}; "
             + ", ".join(f"{b} n={k}" for b, k in n.items()),
             "fusion layers: " + (", ".join(map(describe, self.fusion_layers)) or "none"),
             "review layer: " + (describe(self.review_layer) if self.review_layer is not None else "none"),
@@ -97,9 +108,13 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
              min_benchmarks: int = DEFAULTS["min_benchmarks"], test: str = DEFAULTS["test"],
              correct_threshold: float = DEFAULTS["correct_threshold"], confidence: float = DEFAULTS["confidence"],
              n_resamples: int = DEFAULTS["n_resamples"], seed: int = DEFAULTS["seed"],
-             fdr_method: str = DEFAULTS["fdr_method"]) -> Discovery:
+             fdr_method: str = DEFAULTS["fdr_method"], effect: str = DEFAULTS["effect"],
+             require_specific: bool = DEFAULTS["require_specific"], adaptive: dict | None = None) -> Discovery:
     """Run the paired tests, correct them, and name the layers. ``review_layer`` overrides the
-    discovered one (for when none is significant); the evidence is reported either way."""
+    discovered one (for when none is significant); the evidence is reported either way.
+    ``min_effect`` and ``test`` default to the effect's own. ``adaptive``: the record of an
+    adaptive sweep (read from the run directories' ``adaptive.json`` when they have one); its
+    design's p-values replace the plain ones (``layerprobe.analysis.sequential``)."""
     if isinstance(table_or_run_dirs, pd.DataFrame):
         table, provenance = table_or_run_dirs, {}
     else:
@@ -110,8 +125,18 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
     if min_benchmarks < 1:
         raise ConfigError(f"min_benchmarks={min_benchmarks}: expected >= 1")
     _check_one_edge_set(table)
-    evidence = paired_effects(table, test=test, correct_threshold=correct_threshold,
-                              confidence=confidence, n_resamples=n_resamples, seed=seed)
+    eff = get_effect(effect)
+    min_effect = eff.min_effect if min_effect is None else min_effect
+    if min_effect < 0:
+        raise ConfigError(f"min_effect={min_effect}: expected >= 0 (a size towards harm, in the effect's unit)")
+    if require_specific and not (table["condition"] == CONTROL).any():
+        raise DataError(f"require_specific=true: the sweep had no control condition (no '{CONTROL}' rows); "
+                        "run it with one, or set require_specific=false")
+    adaptive = adaptive if adaptive is not None else provenance.get("adaptive")
+    evidence, test = gather_evidence(table, eff, test, require_specific, correct_threshold=correct_threshold,
+                                     confidence=confidence, n_resamples=n_resamples, seed=seed,
+                                     min_effect=min_effect, fdr_method=fdr_method, alpha=alpha,
+                                     p_override=(lambda ev: adjust_for_design(ev, adaptive)) if adaptive else None)
     if evidence.empty:
         raise DataError("no knockout row pairs with a baseline row of the same sample: nothing to test")
     num_layers = num_layers or provenance.get("num_layers")
@@ -122,26 +147,25 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
         raise DataError(f"results have knockout layers outside 0..{num_layers - 1}")
     late_start = late_start_for(num_layers, late_fraction)
 
-    evidence["q"] = fdr_qvalues(evidence["p"], fdr_method)
     evidence["part"] = ["late" if x >= late_start else "early" for x in evidence["layer"]]
-    evidence["significant"] = (evidence["q"] <= alpha) & (evidence["drop"] >= min_effect)
     layers = evidence.groupby("layer").agg(
-        part=("part", "first"), drop=("drop", "mean"), q=("q", "min"),
-        benchmarks_significant=("significant", "sum")).reset_index()
+        part=("part", "first"), effect=("effect", "mean"), harm=("harm", "mean"), drop=("drop", "mean"),
+        q=("q", "min"), benchmarks_significant=("significant", "sum")).reset_index()
     layers["discovered"] = layers["benchmarks_significant"] >= min_benchmarks
 
     # recorded with the settings so a profile shows which layers were set by hand
     overrides = dict(review_layer=review_layer, post_integrated_layer=post_integrated_layer)
     found = layers[layers["discovered"]]
     fusion_layers = [int(x) for x in found.loc[found["part"] == "early", "layer"]]
-    late = found[found["part"] == "late"].sort_values(["drop", "layer"], ascending=[False, True])
+    late = found[found["part"] == "late"].sort_values(["harm", "layer"], ascending=[False, True])
     if review_layer is None and not late.empty:
         review_layer = int(late["layer"].iloc[0])
     if post_integrated_layer is None and review_layer is not None:
         post_integrated_layer = review_layer - 1
     settings = dict(alpha=alpha, min_effect=min_effect, late_fraction=late_fraction, min_benchmarks=min_benchmarks,
                     test=test, correct_threshold=correct_threshold, confidence=confidence,
-                    n_resamples=n_resamples, seed=seed, fdr_method=fdr_method,
+                    n_resamples=n_resamples, seed=seed, fdr_method=fdr_method, effect=effect,
+                    require_specific=bool(require_specific), adaptive=bool(adaptive),
                     error_rate="false discovery rate over every benchmark x layer test of this discovery",
                     **{f"{k}_set_by_hand": v for k, v in overrides.items()})
     return Discovery(fusion_layers, review_layer, post_integrated_layer, int(num_layers), late_start,
@@ -212,7 +236,7 @@ def discover_runs(run_dirs, out: str | Path | None = None, figure: bool = True, 
         from layerprobe.plots.discovery import plot_discovery   # matplotlib only when drawing
         from layerprobe.plots.save import save_figure
 
-        ax = plot_discovery(found.evidence, found)
+        ax = plot_discovery(found.evidence, found, get_effect(found.settings["effect"]))
         written += save_figure(ax.figure, out.parent / "discovery")
     try:
         profile, error = to_profile(found), None

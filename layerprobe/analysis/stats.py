@@ -1,22 +1,22 @@
 """Paired statistics of a knockout sweep: per benchmark and layer, how much accuracy the knockout
 costs on the very samples the baseline answered, with a CI and a p-value.
 
-    table = read_results(run_dir)                       # long-form: one row per sample x condition
-    effects = paired_effects(table, test="mcnemar")     # benchmark, layer, n, drop, ci_low, ci_high, p
-    effects["q"] = bh_qvalues(effects["p"])             # Benjamini-Hochberg across all rows
+    pairs = pair_with_baseline(table, "baseline", columns=("answer_logprob",))   # one row per pair
+    low, high = bootstrap_ci(differences, seed=[0, 17, 3])   # seeded percentile bootstrap of a mean
+    mcnemar_p(n_lost, n_gained); wilcoxon_p(d); signed_rank(d); sign_flip_p(d)   # two-sided
+    q = fdr_qvalues(p, "bh")                                  # Benjamini-Hochberg (or "by")
 
-``drop`` is baseline accuracy minus knockout accuracy (the benchmark's own per-sample score,
-averaged), so a positive drop means the knockout hurts. Tests are two-sided:
+The per-layer effects built from these (accuracy, log-probability, ...) are in
+``layerprobe.analysis.effects``. Tests are two-sided:
 
-- ``mcnemar`` (default): exact McNemar test (``scipy.stats.binomtest`` on the discordant pairs)
-  on per-sample correctness, ``score >= correct_threshold``. Exact, so it resolves the tiny
-  p-values a correction over 100+ tests needs, and needs no resampling.
-- ``permutation``: paired sign-flip permutation test of the mean score difference, i.e. of
-  ``drop`` itself, on the graded scores; p-values resolve down to ``1 / (n_resamples + 1)``.
-- ``wilcoxon``: ``scipy.stats.wilcoxon`` signed-rank test on the score differences.
+- exact McNemar (``scipy.stats.binomtest`` on the discordant pairs): exact, so it resolves the
+  tiny p-values a correction over 100+ tests needs, and needs no resampling;
+- paired sign-flip permutation test of a mean difference; p-values resolve down to
+  ``1 / (n_resamples + 1)``;
+- Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, zeros dropped), with ``signed_rank``
+  also saying which way the ranks lean.
 
-The CI is a seeded paired percentile bootstrap of ``drop`` (samples resampled with both of their
-scores), seeded per (benchmark, layer) so a row's CI does not depend on which other rows exist.
+CIs are seeded paired percentile bootstraps of a mean, independent of the order of the values.
 """
 
 from __future__ import annotations
@@ -29,13 +29,6 @@ import pandas as pd
 from scipy import stats as sps
 
 from layerprobe.errors import ConfigError, DataError
-
-TESTS = ("mcnemar", "permutation", "wilcoxon")
-EFFECT_COLUMNS = [
-    "benchmark", "layer", "n", "baseline_acc", "knockout_acc", "drop",
-    "ci_low", "ci_high", "n_lost", "n_gained", "p",
-]
-
 
 FDR_METHODS = ("bh", "by")
 
@@ -146,13 +139,23 @@ def sign_flip_p(differences, n_resamples: int = 10000, seed=0) -> float:
 
 
 def wilcoxon_p(differences) -> float:
+    return signed_rank(differences)[0]
+
+
+def signed_rank(differences) -> tuple[float, int]:
+    """Two-sided Wilcoxon signed-rank p-value of the differences (exact zeros dropped: they carry
+    no sign) and the direction the ranks lean: +1 when the positive differences hold more rank
+    than the negative ones, -1 the reverse, 0 on a tie or when every difference is zero."""
     d = np.asarray(differences, dtype=float)
-    if np.count_nonzero(d) == 0:
-        return 1.0
-    return float(sps.wilcoxon(d, zero_method="wilcox").pvalue)
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0, 0
+    ranks = sps.rankdata(np.abs(d))
+    lean = float(ranks[d > 0].sum() - ranks[d < 0].sum())
+    return float(sps.wilcoxon(d, zero_method="wilcox").pvalue), int(np.sign(lean))
 
 
-def _row_seed(seed: int, benchmark: str, layer: int) -> list[int]:
+def row_seed(seed: int, benchmark: str, layer: int) -> list[int]:
     return [int(seed), zlib.crc32(str(benchmark).encode()), int(layer)]
 
 
@@ -162,12 +165,13 @@ def scored_rows(table: pd.DataFrame) -> pd.DataFrame:
     return t[t["skipped"].isna()] if "skipped" in t else t
 
 
-def pair_with_baseline(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def pair_with_baseline(table: pd.DataFrame, baseline: str, columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """Every scored row of another condition joined to the scored ``baseline`` row of the same
     (benchmark, sample): benchmark, sample_id, condition, layer, base_score, score,
-    base_prediction, prediction. Samples without both rows are left out; a sample with two rows
-    of one (condition, layer) is a DataError. The one pairing behind the sweep's per-layer tests
-    and the eval comparison."""
+    base_prediction, prediction, and for each of ``columns`` (e.g. ``answer_logprob``) the row's
+    value and the baseline's as ``base_<column>`` (NaN where a row lacks it). Samples without both
+    rows are left out; a sample with two rows of one (condition, layer) is a DataError. The one
+    pairing behind the sweep's per-layer tests and the eval comparison."""
     missing = {"benchmark", "sample_id", "condition", "layer", "score"} - set(table.columns)
     if missing:
         raise DataError(f"results table lacks column(s) {sorted(missing)}")
@@ -184,50 +188,12 @@ def pair_with_baseline(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
                             f"{first['condition']} row{at}")
     if "prediction" not in scored:
         base, other = base.assign(prediction=None), other.assign(prediction=None)
-    pairs = other[keys + ["condition", "layer", "score", "prediction"]].merge(
-        base[keys + ["score", "prediction"]].rename(columns={"score": "base_score", "prediction": "base_prediction"}),
-        on=keys)
-    return pairs.astype({"score": float, "base_score": float})
-
-
-def paired_effects(table: pd.DataFrame, test: str = "mcnemar", correct_threshold: float = 0.5,
-                   confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per (benchmark, layer): n paired samples, mean baseline/knockout score, drop with
-    its bootstrap CI, discordant counts (correct -> wrong = n_lost, wrong -> correct = n_gained)
-    and the two-sided p-value of ``test``. ``n_resamples`` drives the bootstrap and the
-    permutation test; 0 skips the CI (NaN)."""
-    if test not in TESTS:
-        raise ConfigError(f"test={test!r}: expected one of {', '.join(TESTS)}")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence={confidence}: expected a value in (0, 1)")
-    pairs = pair_with_baseline(table, "baseline")
-    pairs = pairs[(pairs["condition"] == "knockout") & pairs["layer"].notna()].rename(
-        columns={"score": "knockout_score", "base_score": "baseline_score"})
-    pairs["layer"] = pairs["layer"].astype(int)
-    pairs["diff"] = pairs["baseline_score"] - pairs["knockout_score"]
-    base_ok = pairs["baseline_score"] >= correct_threshold
-    knock_ok = pairs["knockout_score"] >= correct_threshold
-    pairs["lost"], pairs["gained"] = base_ok & ~knock_ok, ~base_ok & knock_ok
-    groups = pairs.groupby(["benchmark", "layer"], sort=True)
-    effects = groups.agg(n=("diff", "size"), baseline_acc=("baseline_score", "mean"),
-                         knockout_acc=("knockout_score", "mean"), drop=("diff", "mean"),
-                         n_lost=("lost", "sum"), n_gained=("gained", "sum")).reset_index()
-    effects[["n", "n_lost", "n_gained"]] = effects[["n", "n_lost", "n_gained"]].astype(int)
-    if test == "mcnemar":
-        effects["p"] = [mcnemar_p(b, c) for b, c in zip(effects["n_lost"], effects["n_gained"])]
-    ci_low, ci_high, p_values = [], [], []
-    if n_resamples > 0 or test != "mcnemar":
-        for (benchmark, layer), diff in groups["diff"]:
-            row_seed = _row_seed(seed, benchmark, layer)
-            low, high = bootstrap_ci(diff.to_numpy(float), confidence, n_resamples, seed=row_seed)
-            ci_low.append(low)
-            ci_high.append(high)
-            if test == "permutation":
-                p_values.append(sign_flip_p(diff.to_numpy(float), max(n_resamples, 1), seed=row_seed + [1]))
-            elif test == "wilcoxon":
-                p_values.append(wilcoxon_p(diff.to_numpy(float)))
-    effects["ci_low"] = ci_low or np.nan
-    effects["ci_high"] = ci_high or np.nan
-    if p_values:
-        effects["p"] = p_values
-    return effects[EFFECT_COLUMNS]
+    extra = list(columns)
+    for column in extra:
+        if column not in scored:
+            base, other = base.assign(**{column: np.nan}), other.assign(**{column: np.nan})
+    kept = ["score", "prediction", *extra]
+    pairs = other[keys + ["condition", "layer", *kept]].merge(
+        base[keys + kept].rename(columns={c: f"base_{c}" for c in kept}), on=keys)
+    return pairs.astype({"score": float, "base_score": float, **{c: float for c in extra},
+                         **{f"base_{c}": float for c in extra}})

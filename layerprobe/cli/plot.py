@@ -3,6 +3,7 @@
     layerprobe-plot run=runs/sweep/organism/organism/image_text
     layerprobe-plot 'run=[runs/multirun/sweep/m/vqav2/image_text/shard0of2,runs/multirun/sweep/m/vqav2/image_text/shard1of2]'
     layerprobe-plot 'run=[runs/vqav2,runs/gqa]' out=figures/both
+    layerprobe-plot run=runs/sweep/organism/organism/image_text effect=logprob   # another effect, with its CI
 
 Every run directory gets its ``summary.csv`` and ``masking_curves.{png,pdf}`` rewritten. With
 several, their results are merged by ``layerprobe.io.runs.merge_runs`` (shards of a benchmark
@@ -26,8 +27,8 @@ from layerprobe.sweep.report import replot
 
 
 def run_plot(cfg: Mapping[str, Any] | DictConfig) -> list[Path]:
-    cfg, runs = run_options(cfg, {"out", "title"})
-    written = replot(runs, out=cfg.get("out"), title=cfg.get("title"))
+    cfg, runs = run_options(cfg, {"out", "title", "effect"})
+    written = replot(runs, out=cfg.get("out"), title=cfg.get("title"), effect=cfg.get("effect"))
     print("wrote " + ", ".join(str(p) for p in written))
     return written
 

@@ -1,13 +1,19 @@
-"""Masking curves: accuracy (with 95% CI) and latency against the knocked-out layer.
+"""Masking curves: accuracy (with 95% CI), or another effect with its CI, and latency against the
+knocked-out layer.
 
     fig = plot_masking_curves(summary)              # summary from layerprobe.sweep.summary.summarise
+    fig = plot_masking_curves(summary, effect=get_effect("logprob"), evidence=evidence)   # gather_evidence rows
     save_figure(fig, run_dir / "masking_curves")
 """
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from layerprobe.plots.discovery import curve
 
 LAYER_AXIS = "knocked-out decoder layer (0-based)"
 
@@ -29,6 +35,24 @@ def plot_accuracy(summary: pd.DataFrame, ax, label: str | None = None, color=Non
     return ax
 
 
+def plot_effect(evidence: pd.DataFrame, effect, ax, label: str | None = None, color=None):
+    """The effect per knocked-out layer with its CI band, a dashed zero line, and the control's
+    curve (dashed, its own band) where the evidence has one."""
+    rows = evidence.sort_values("layer")
+    value, low, high = curve(rows, effect.name)
+    line, = ax.plot(rows["layer"], value, marker="o", ms=3, lw=1.4, label=label or "knockout", color=color)
+    ax.fill_between(rows["layer"], low, high, alpha=0.2, color=line.get_color())
+    if "control_effect" in rows:
+        value, low, high = curve(rows, effect.name, "control_")
+        ax.plot(rows["layer"], value, ls="--", lw=1.1, color=line.get_color(),
+                label=f"control{' ' + label if label else ''}")
+        ax.fill_between(rows["layer"], low, high, alpha=0.08, color=line.get_color(), hatch="//")
+    ax.axhline(0, ls="--", lw=1, color="0.3")
+    ax.set_ylabel(textwrap.fill(f"{effect.label} (95% CI)", 30))
+    ax.set_xlabel(LAYER_AXIS)
+    return ax
+
+
 def plot_latency(summary: pd.DataFrame, ax, note: str | None = None):
     ko = summary[summary["condition"] != "baseline"].sort_values("layer")
     base = summary[summary["condition"] == "baseline"]
@@ -44,13 +68,18 @@ def plot_latency(summary: pd.DataFrame, ax, note: str | None = None):
     return ax
 
 
-def plot_masking_curves(summary: pd.DataFrame, title: str | None = None, latency_note: str | None = None):
+def plot_masking_curves(summary: pd.DataFrame, title: str | None = None, latency_note: str | None = None,
+                        effect=None, evidence: pd.DataFrame | None = None):
+    """Accuracy (or, given ``effect`` and its ``evidence``, that effect) and latency per layer."""
     benches = list(dict.fromkeys(summary["benchmark"]))
     fig, (ax_acc, ax_lat) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True,
                                          gridspec_kw={"height_ratios": [3, 2]})
     for bench in benches:
-        part = summary[summary["benchmark"] == bench]
-        plot_accuracy(part, ax_acc, label=bench if len(benches) > 1 else None)
+        label = bench if len(benches) > 1 else None
+        if effect is not None and effect.name != "accuracy":
+            plot_effect(evidence[evidence["benchmark"] == bench], effect, ax_acc, label=label)
+        else:
+            plot_accuracy(summary[summary["benchmark"] == bench], ax_acc, label=label)
     plot_latency(summary[summary["benchmark"] == benches[0]], ax_lat, latency_note)
     ax_acc.set_xlabel("")
     ax_acc.legend(fontsize=8, frameon=False)

@@ -3,6 +3,7 @@ sweep writes when it ends and what ``layerprobe-plot`` redraws, one or several r
 
     write_summary("runs/sweep/organism/organism/image_text")          # one run, in place
     replot(["runs/vqav2_shard0", "runs/vqav2_shard1"], out="figures") # merged by merge_runs
+    replot(["runs/a"], effect="logprob")        # the curves of another effect, with its CI
 
 Latency comes from ``timing.csv`` (standalone masked generations, per benchmark the first run that
 measured them) where present, else from the sweep's own batches; both are seconds per sample.
@@ -16,6 +17,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from layerprobe.analysis.effects import get_effect
+from layerprobe.analysis.evidence import gather_evidence
 from layerprobe.errors import ConfigError
 from layerprobe.io.results import read_header, read_results, write_atomic
 from layerprobe.io.runs import merge_runs
@@ -34,8 +37,16 @@ def _latency_note(timing: pd.DataFrame | None) -> str:
             f"{int(t['batch_size'])}, mean of {repeats} interleaved repeats, warm-up excluded")
 
 
-def _write(table: pd.DataFrame, timing: dict[str, pd.DataFrame], out: Path, title: str | None
-           ) -> tuple[pd.DataFrame, list[Path]]:
+def _effect_evidence(table: pd.DataFrame, effect: str | None):
+    """(Effect, its per-layer evidence with the control's columns) or (None, None) for accuracy."""
+    if effect is None or effect == "accuracy":
+        return None, None
+    eff = get_effect(effect)
+    return eff, gather_evidence(table, eff, None, False, min_effect=eff.min_effect, fdr_method="bh", alpha=0.05)[0]
+
+
+def _write(table: pd.DataFrame, timing: dict[str, pd.DataFrame], out: Path, title: str | None,
+           effect: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
     parts = [apply_timing(part, timing[bench]) if bench in timing else part
              for bench, part in summarise(table).groupby("benchmark", sort=False)]
     summary = pd.concat(parts, ignore_index=True) if parts else summarise(table)
@@ -43,7 +54,9 @@ def _write(table: pd.DataFrame, timing: dict[str, pd.DataFrame], out: Path, titl
     written = [out / "summary.csv"]
     if (summary["condition"] != "baseline").any():
         note = _latency_note(next(iter(timing.values()), None))
-        written += save_figure(plot_masking_curves(summary, title=title, latency_note=note), out / "masking_curves")
+        eff, evidence = _effect_evidence(table, effect)
+        written += save_figure(plot_masking_curves(summary, title=title, latency_note=note, effect=eff,
+                                                   evidence=evidence), out / "masking_curves")
     return summary, written
 
 
@@ -64,11 +77,12 @@ def _title(run_dirs: Sequence[Path], table: pd.DataFrame) -> str:
     return f"{model} on {benches}: {header.get('edges', 'image->text')} knockout"
 
 
-def write_summary(run_dir, title: str | None = None) -> pd.DataFrame:
-    """One run's summary.csv and masking curves, in the run directory; returns the summary."""
+def write_summary(run_dir, title: str | None = None, effect: str | None = None) -> pd.DataFrame:
+    """One run's summary.csv and masking curves (accuracy, or ``effect``), in the run directory;
+    returns the summary."""
     run_dir = Path(run_dir)
     table = read_results(run_dir / "results.jsonl")
-    return _write(table, _timing_by_benchmark([run_dir]), run_dir, title or _title([run_dir], table))[0]
+    return _write(table, _timing_by_benchmark([run_dir]), run_dir, title or _title([run_dir], table), effect)[0]
 
 
 def default_out(run_dirs: Sequence[Path]) -> Path:
@@ -77,9 +91,13 @@ def default_out(run_dirs: Sequence[Path]) -> Path:
     return common if common != Path(common.anchor) else Path(run_dirs[0])
 
 
-def replot(run_dirs: Sequence[str | Path], out: str | Path | None = None, title: str | None = None) -> list[Path]:
+def replot(run_dirs: Sequence[str | Path], out: str | Path | None = None, title: str | None = None,
+           effect: str | None = None) -> list[Path]:
     """Every run's own summary and curves, and with several runs their merge in ``out`` (default:
-    their common folder); returns the summary files written. A refused merge writes nothing."""
+    their common folder); returns the summary files written. A refused merge writes nothing.
+    ``effect`` (``layerprobe.analysis.effects``; None: accuracy) is what the curves draw."""
+    if effect is not None:
+        get_effect(effect)   # a typo fails before anything is written
     run_dirs = [Path(r) for r in run_dirs]
     if not run_dirs:
         raise ConfigError("run: give at least one sweep run directory")
@@ -89,7 +107,7 @@ def replot(run_dirs: Sequence[str | Path], out: str | Path | None = None, title:
     table = merge_runs(run_dirs)[0] if len(run_dirs) > 1 else None
     written = []
     for run in run_dirs:
-        write_summary(run, title=title)
+        write_summary(run, title=title, effect=effect)
         written.append(run / "summary.csv")
     if table is None:
         return written
@@ -100,5 +118,5 @@ def replot(run_dirs: Sequence[str | Path], out: str | Path | None = None, title:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"out={out}: cannot create the folder: {err.strerror}") from None
-    _, merged = _write(table, _timing_by_benchmark(run_dirs), out, title or _title(run_dirs, table))
+    _, merged = _write(table, _timing_by_benchmark(run_dirs), out, title or _title(run_dirs, table), effect)
     return written + merged

@@ -4,6 +4,7 @@ benchmark; defaults to the model organism and its synthetic test set.
     layerprobe-sweep                                          # organism, all 32 layers
     layerprobe-sweep model=llava15_7b data=textvqa data.root=/data/textvqa layers=[0,1,2]
     layerprobe-sweep -m hydra/launcher=local data=vqav2,gqa 'data.root=/data/${data.name}' data.num_shards=2 data.shard=0,1
+    layerprobe-sweep adaptive=true design.looks=[0.25,0.5]      # stage-wise: decided layers stop early
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
 from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
@@ -23,10 +25,27 @@ from layerprobe.sweep.heap import keep_freed_memory
 log = logging.getLogger("layerprobe.sweep")
 
 
+def adaptive_design(cfg):
+    """(Design or None, shard_runs, wait_s) from ``adaptive`` and ``design.*``."""
+    from layerprobe.analysis.discovery import DEFAULTS
+    from layerprobe.analysis.sequential import Design
+
+    if not cfg.get("adaptive"):
+        return None, None, 0.0
+    d = dict(plain(cfg.design))
+    shard_runs, wait_s = d.pop("shard_runs", None), float(d.pop("wait_s", 0) or 0)
+    unknown = set(d) - set(Design.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"design: unknown key(s) {sorted(unknown)}; valid: {', '.join(Design.__dataclass_fields__)}")
+    d["effect"] = d.get("effect") or DEFAULTS["effect"]
+    return Design(**{**d, "looks": tuple(d.get("looks") or ())}), shard_runs, wait_s
+
+
 def sweep(cfg) -> None:
     from layerprobe.sweep.loop import run_sweep
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
+    design, shard_runs, wait_s = adaptive_design(cfg)   # a bad design fails before anything loads
     data = load_data_from(cfg.data)   # first: a bad data.root should not wait for a 7B checkpoint to load
     loaded = load_model_from(cfg.model)
     if cfg.keep_heap and loaded.device.type == "cpu":
@@ -34,10 +53,12 @@ def sweep(cfg) -> None:
     mask = plain(cfg.mask)
     layers = plain(cfg.layers)
     identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}
+    if design is not None:   # a full sweep's hash stays what it was
+        identity["adaptive"] = design.record()
     header = {
         "config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
-        "layerprobe_version": __version__,
+        "layerprobe_version": __version__, **({"adaptive": design.record()} if design else {}),
     }
     log.info("model %s (%d layers), %s: %d samples (%d skipped on load), run dir %s",
              loaded.name, loaded.num_layers, data.name, len(data.samples), len(data.skipped), run_dir)
@@ -47,7 +68,11 @@ def sweep(cfg) -> None:
         progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
         engine_opts={"variants_per_batch": cfg.variants_per_batch,
                      "memory_budget_gb": cfg.get("memory_budget_gb")}, timing_samples=cfg.timing_samples,
+        adaptive=design, shard_runs=shard_runs, wait_s=wait_s,
     )
+    if summary is None:
+        log.warning("stopped at a look that waits for other shards; rerun this command once they finish")
+        return
     base = summary[summary["condition"] == "baseline"]
     if len(base):
         log.info("baseline accuracy %.3f; lowest knockout %s", base["accuracy"].iloc[0],

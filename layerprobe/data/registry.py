@@ -50,6 +50,12 @@ class BenchmarkData:
     skipped: list[tuple[str, str]]
     prompt_options: dict[str, Any] = field(default_factory=dict)
     benchmark: Any = field(default=None, repr=False, compare=False)
+    # where each sample sits in the unsharded subset (sample id -> 0-based position), its size, and
+    # this shard: the adaptive sweep's stages are defined on the subset, whatever the sharding
+    positions: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    total: int | None = None
+    shard: int = 0
+    num_shards: int = 1
 
     def prompt(self, sample: Sample) -> str:
         """The user text for ``sample`` (no chat template, no image token)."""
@@ -133,8 +139,11 @@ def load_benchmark(name: str, root=None, split: str | None = None, layout: str =
     options = dict(prompt or {})
     _check_prompt_options(bench, options)
     samples, skipped = bench.load(root, split or bench.DEFAULT_SPLIT, layout, on_error)
-    samples = subsample(samples, limit, seed)[shard::num_shards]
+    subset = subsample(samples, limit, seed)
+    samples = subset[shard::num_shards]
+    positions = {str(s.sample_id): shard + i * num_shards for i, s in enumerate(samples)}
     # Only now are parquet images read (as raw bytes), for the samples this run will use.
     samples, unreadable = materialize(samples, on_error)
     return BenchmarkData(bench.NAME, metric or bench.METRIC, max_new_tokens or bench.MAX_NEW_TOKENS, samples,
-                         list(skipped)[shard::num_shards] + unreadable, options, bench)
+                         list(skipped)[shard::num_shards] + unreadable, options, bench, positions, len(subset),
+                         shard, num_shards)

@@ -9,13 +9,17 @@ Refused, each with a one-line ConfigError naming the runs: a run given twice; ru
 models (config hash, checkpoint name or path, depth), edge sets or mask windows; shards of one
 benchmark with different data selections; a sample in several runs; a condition that does not
 cover every sample of its benchmark once several runs are merged (different layer lists, or an
-unfinished shard).
+unfinished shard). Adaptive sweeps (``adaptive.json`` beside their results) merge when every
+shard of a benchmark finished and made the same decisions; a condition an interim look stopped
+then covers the samples of the stages it ran.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
+
+import json
 
 import pandas as pd
 
@@ -25,6 +29,36 @@ from layerprobe.io.results import read_header, read_results
 # Data settings that must agree between shards of one benchmark. root and layout may differ
 # (node-local copies of the same files); shared samples are caught by the overlap check instead.
 SELECTION = ("split", "limit", "seed", "num_shards", "prompt")
+ADAPTIVE_FILE = "adaptive.json"   # an adaptive sweep's design, decisions and answer count
+
+
+def read_adaptive(run_dir: str | Path) -> dict | None:
+    """The record an adaptive sweep keeps in its run directory, or None for a full sweep."""
+    path = Path(run_dir) / ADAPTIVE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ConfigError(f"{path}: not valid JSON") from None
+
+
+def _adaptive_records(run_dirs: Sequence[Path], benchmarks: dict[str, str]) -> dict[str, dict]:
+    """benchmark -> the decisions its adaptive shards agree on; {} when no run is adaptive."""
+    records: dict[str, dict] = {}
+    for run in run_dirs:
+        rec = read_adaptive(run)
+        if rec is None:
+            continue
+        if rec.get("status") != "complete":
+            raise ConfigError(f"run {run}: its adaptive sweep is not finished ({rec.get('status')}); "
+                              "rerun it with the same overrides to resume")
+        bench = benchmarks[str(run)]
+        decided = {k: rec[k] for k in ("design", "conditions", "total", "ends", "alpha_at", "stopped")}
+        if bench in records and records[bench] != decided:
+            raise ConfigError(f"benchmark {bench}: the adaptive shards' designs or decisions differ ({run})")
+        records[bench] = decided
+    return records
 
 
 def _check_same(what: str, values: dict[str, Any]) -> None:
@@ -47,10 +81,15 @@ def _check_no_overlap(table: pd.DataFrame) -> None:
                           f"appear in several runs ({', '.join(runs)}); shards must not overlap")
 
 
-def _check_complete(table: pd.DataFrame) -> None:
-    """Per benchmark, every condition covers every sample: catches shards swept over different
-    layer lists and a shard that was killed and never resumed."""
+def _check_complete(table: pd.DataFrame, adaptive: dict[str, dict] | None = None) -> None:
+    """Per benchmark, every condition covers every sample (of the stages it ran, in an adaptive
+    sweep): catches shards swept over different layer lists and a shard that was killed and never
+    resumed."""
     for bench, part in table.groupby("benchmark"):
+        record = (adaptive or {}).get(bench)
+        if record is not None and "stage" in part:
+            _check_stages(bench, part, record)
+            continue
         n = part["sample_id"].nunique()
         counts = part.groupby(["condition", "layer"], dropna=False)["sample_id"].nunique()
         short = counts[counts < n]
@@ -59,6 +98,19 @@ def _check_complete(table: pd.DataFrame) -> None:
             where = cond if pd.isna(layer) else f"{cond} at layer {layer}"
             raise ConfigError(f"benchmark {bench}: {where} has {have} of {n} samples; the runs swept different "
                               "layers, or one is unfinished (rerun it with the same overrides to resume)")
+
+
+def _check_stages(bench: str, part: pd.DataFrame, record: dict) -> None:
+    last = {int(x["layer"]): int(x["look"]) + 1 for x in record["stopped"]}
+    stage = part.groupby("sample_id")["stage"].first()
+    for (cond, layer), rows in part.groupby(["condition", "layer"], dropna=False):
+        until = len(record["ends"]) if pd.isna(layer) else last.get(int(layer), len(record["ends"]))
+        wanted = set(stage.index[stage <= until])
+        have = set(rows["sample_id"])
+        if not wanted <= have:
+            where = cond if pd.isna(layer) else f"{cond} at layer {layer}"
+            raise ConfigError(f"benchmark {bench}: {where} has {len(have & wanted)} of the {len(wanted)} samples "
+                              "of the stages it ran; one shard is unfinished (rerun it to resume)")
 
 
 def merge_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -91,14 +143,16 @@ def merge_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, 
     for bench, runs in by_bench.items():
         for key in SELECTION:
             _check_same(f"data.{key} for {bench}", {r: d.get(key) for r, d in runs.items()})
+    adaptive = _adaptive_records([Path(r) for r in run_dirs],
+                                 {r: (h.get("data") or {}).get("name") for r, h in headers.items()})
     if len(table) and len(run_dirs) > 1:
         # one run alone may be unfinished (it resumes); merged, a gap would pass for a result
-        _check_complete(table)
+        _check_complete(table, adaptive)
     first = next(iter(headers.values()), {})
     first_model = first.get("model") or {}
     provenance = dict(
         runs=[str(r) for r in run_dirs], model=first_model.get("name"),
         model_config_hash=first_model.get("config_hash"), num_layers=first_model.get("num_layers"),
-        edges=first.get("edges"),
+        edges=first.get("edges"), adaptive=adaptive or None,
     )
     return table.drop(columns="_run", errors="ignore"), provenance

@@ -3,6 +3,7 @@ written as produced into ``results.jsonl``, then ``summary.csv`` and the masking
 
     data = load_benchmark("organism")
     summary = run_sweep(loaded, data, "runs/organism", edges="image->text")
+    summary = run_sweep(loaded, data, "runs/adaptive", adaptive=Design())   # stage-wise (sweep/adaptive.py)
 
 A rerun into the same directory resumes: rows already on disk are not recomputed.
 """
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from layerprobe.core.first_step import reference_candidates
 from layerprobe.core.generation import warm_up
 from layerprobe.core.layout import check_edges
 from layerprobe.errors import ConfigError
 from layerprobe.io.batch_loop import run_batches
+from layerprobe.analysis.sequential import Design
+from layerprobe.sweep.adaptive import run_stages
 from layerprobe.sweep.conditions import sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.naive import NaiveEngine
@@ -35,12 +39,36 @@ def make_engine(name: str, edges: str, **opts):
     return ENGINES[name](edges, **opts)
 
 
+def sweep_batches(loaded, data, path, conditions, runner, edges: str, header: dict | None, batch_size: int,
+                  on_error: str, progress: bool, fields: dict | None = None) -> None:
+    """Answer every (sample, condition) of ``data`` not yet in ``path`` with ``runner`` (an
+    engine); ``fields`` go into every row besides the edge set."""
+    def encode(samples, images, texts):
+        return encode_for_edges(loaded, samples, images, texts, edges)
+
+    def answer(samples, images, texts, todo):
+        references = reference_candidates(loaded.tokenizer, [s.answers for s in samples])
+        answers = runner.run_batch(loaded, encode(samples, images, texts), todo, data.max_new_tokens, references)
+        return {key: [a.record() for a in batch] for key, batch in answers.items()}
+
+    def prepare(samples, images, texts, todo):
+        warm_up(loaded, encode(samples, images, texts))
+
+    run_batches(data, path, header, conditions, answer, batch_size=batch_size, on_error=on_error,
+                progress=progress, desc=f"sweep {data.name}", fields={"edges": edges, **(fields or {})},
+                prepare=prepare)
+
+
 def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", window: int = 1,
               batch_size: int = 8, engine: str = "fast", header: dict | None = None,
               on_error: str = "raise", progress: bool = True, title: str | None = None,
-              engine_opts: dict | None = None, timing_samples: int = 8) -> pd.DataFrame:
+              engine_opts: dict | None = None, timing_samples: int = 8, adaptive: Design | None = None,
+              shard_runs=None, wait_s: float = 0.0) -> pd.DataFrame | None:
     """Sweep ``data`` on ``loaded``; see the module docstring. With the fast engine, the latency
-    curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv)."""
+    curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv).
+    ``adaptive``: a Design, for the adaptive sweep (``layerprobe.sweep.adaptive``; ``shard_runs``
+    and ``wait_s`` say where the other shards are and how long a look waits for them); it returns
+    None while a look waits for other shards."""
     run_dir = Path(run_dir)
     check_edges(edges)
     if isinstance(timing_samples, bool) or not isinstance(timing_samples, int) or timing_samples < 0:
@@ -48,19 +76,14 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", wi
     conditions = sweep_conditions(loaded.num_layers, layers, window)
     runner = make_engine(engine, edges, **(engine_opts or {}))
 
-    def encode(samples, images, texts):
-        return encode_for_edges(loaded, samples, images, texts, edges)
+    def answer_stage(stage_data, stage_conditions, fields):
+        sweep_batches(loaded, stage_data, run_dir / "results.jsonl", stage_conditions, runner, edges, header,
+                      batch_size, on_error, progress, fields)
 
-    def answer(samples, images, texts, todo):
-        answers = runner.run_batch(loaded, encode(samples, images, texts), todo, data.max_new_tokens)
-        return {key: [a.record() for a in batch] for key, batch in answers.items()}
-
-    def prepare(samples, images, texts, todo):
-        warm_up(loaded, encode(samples, images, texts))
-
-    run_batches(data, run_dir / "results.jsonl", header, conditions, answer, batch_size=batch_size,
-                on_error=on_error, progress=progress, desc=f"sweep {data.name}", fields={"edges": edges},
-                prepare=prepare)
+    if adaptive is None:
+        answer_stage(data, conditions, None)
+    elif not run_stages(data, run_dir, conditions, answer_stage, adaptive, shard_runs, wait_s)["complete"]:
+        return None
     if runner.name == "fast" and timing_samples > 0 and read_timing(run_dir) is None:
         log.info("timing each condition standalone on %d samples", timing_samples)
         write_timing(run_dir, measure_condition_latency(

@@ -229,3 +229,21 @@ def test_retrain_with_another_planted_set(tmp_path):
     assert prof["baseline"] >= 0.9
     assert [l for l, d in enumerate(prof["drops"]) if d != 0] == planted
     assert all(prof["drops"][l] >= 8 for l in planted)
+    check_adaptive_sweep_finds(retrained, planted, None, tmp_path / "adaptive")
+
+
+def check_adaptive_sweep_finds(loaded, fusion, review, run_dir) -> None:
+    """The adaptive sweep on the test split names exactly these layers from at most half of the
+    full sweep's answers."""
+    from layerprobe.analysis.discovery import discover
+    from layerprobe.analysis.sequential import Design
+    from layerprobe.data.registry import load_benchmark
+    from layerprobe.io.runs import read_adaptive
+    from layerprobe.sweep.loop import run_sweep
+
+    run_sweep(loaded, load_benchmark("organism"), run_dir, adaptive=Design(), progress=False, timing_samples=0,
+              header={"model": loaded.describe()})
+    found = discover(run_dir)
+    assert (found.fusion_layers, found.review_layer) == (fusion, review)
+    answers = read_adaptive(run_dir)["answers"]
+    assert answers["computed"] <= answers["full_sweep"] / 2, answers

@@ -166,7 +166,8 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
                     test=test, correct_threshold=correct_threshold, confidence=confidence,
                     n_resamples=n_resamples, seed=seed, fdr_method=fdr_method, effect=effect,
                     require_specific=bool(require_specific), adaptive=bool(adaptive),
-                    error_rate="false discovery rate over every benchmark x layer test of this discovery",
+                    error_rate="false discovery rate over every test of this discovery (benchmark x layer; "
+                               "the control's too where the sweep has one)",
                     **{f"{k}_set_by_hand": v for k, v in overrides.items()})
     return Discovery(fusion_layers, review_layer, post_integrated_layer, int(num_layers), late_start,
                      evidence, layers, settings, provenance)

@@ -107,7 +107,9 @@ def run_stages(data, run_dir, conditions, answer_stage, design: Design, shard_ru
              "stage_done": state.get("stage_done", 0), "status": "running"}
     stopped = {(s["benchmark"], int(s["layer"])): (s["decision"], lk["look"] - 1)
                for lk in state["looks"] for s in lk["decisions"] if s["decision"] != RUNNING}
-    stage_of = {sid: plan.stage_of(pos) for sid, pos in data.positions.items()}
+    # data built by hand (not load_benchmark) has no positions: its own order, unsharded
+    positions = data.positions or {str(s.sample_id): i for i, s in enumerate(data.samples)}
+    stage_of = {sid: plan.stage_of(pos) for sid, pos in positions.items()}
     for k in range(1, len(plan.ends) + 1):
         running = [c for c in knockouts if (data.name, c.layer) not in stopped]
         if not running:

@@ -22,7 +22,7 @@ from layerprobe.cli.common import run_cli
 from layerprobe.cli.plot import run_plot
 from layerprobe.cli.sweep import sweep
 from layerprobe.io.paths import CONF_DIR
-from layerprobe.io.results import read_results
+from layerprobe.io.results import SCHEMA_VERSION, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VQAV2 = ROOT / "tests" / "fixtures" / "benchmarks" / "vqav2" / "official"
@@ -273,4 +273,4 @@ def test_results_from_a_newer_schema_are_refused(capsys, tmp_path):
     run.mkdir()
     (run / "results.jsonl").write_text('{"_header": {"schema": 99, "config_hash": "x"}}\n')
     err = sweep_error(capsys, tmp_path, *data(VQAV2), "data.limit=1", "layers=[0]", run_dir=run)
-    assert "results schema 99 != 1; use a new run directory" in err
+    assert f"results schema 99 != {SCHEMA_VERSION}; use a new run directory" in err

@@ -83,11 +83,12 @@ def plot_discovery(evidence: pd.DataFrame, discovery=None, effect=None, ax=None,
         handles += ax.plot(rows["layer"], value, "-o", color=color, markersize=3, lw=1.4,
                            label=benchmark if len(benchmarks) > 1 else "knockout at layer")
         ax.fill_between(rows["layer"], low, high, color=color, alpha=0.18, lw=0)
-        if control:
+        if control:   # grey with one benchmark, its colour with several; dashed, x markers
             value, low, high = curve(rows, effect, "control_")
-            handles += ax.plot(rows["layer"], value, "--", color=color, lw=1.1, alpha=0.8,
+            shade = color if len(benchmarks) > 1 else "0.35"
+            handles += ax.plot(rows["layer"], value, "--x", color=shade, lw=1.1, markersize=4,
                                label=f"control{' ' + benchmark if len(benchmarks) > 1 else ''}")
-            ax.fill_between(rows["layer"], low, high, color=color, alpha=0.08, lw=0, hatch="//")
+            ax.fill_between(rows["layer"], low, high, color=shade, alpha=0.12, lw=0)
         _reference(ax, rows, effect, harm, color, floor)
         # markers of several benchmarks at one layer side by side, not on top of each other
         dodge = (i - (len(benchmarks) - 1) / 2) * 0.2

@@ -44,9 +44,10 @@ def plot_effect(evidence: pd.DataFrame, effect, ax, label: str | None = None, co
     ax.fill_between(rows["layer"], low, high, alpha=0.2, color=line.get_color())
     if "control_effect" in rows:
         value, low, high = curve(rows, effect.name, "control_")
-        ax.plot(rows["layer"], value, ls="--", lw=1.1, color=line.get_color(),
+        shade = line.get_color() if label else "0.35"
+        ax.plot(rows["layer"], value, ls="--", marker="x", ms=4, lw=1.1, color=shade,
                 label=f"control{' ' + label if label else ''}")
-        ax.fill_between(rows["layer"], low, high, alpha=0.08, color=line.get_color(), hatch="//")
+        ax.fill_between(rows["layer"], low, high, alpha=0.12, color=shade, lw=0)
     ax.axhline(0, ls="--", lw=1, color="0.3")
     ax.set_ylabel(textwrap.fill(f"{effect.label} (95% CI)", 30))
     ax.set_xlabel(LAYER_AXIS)

@@ -156,9 +156,9 @@ class FastEngine:
         # The edit keeps layerprobe's attention function installed (it serves the shared
         # prefix) and the layout tracked; it blocks nothing itself.
         with ctrl.edit(_NoEdit()):
-            return self._run(loaded, ctrl, inputs, conditions, max_new_tokens, references if scores else False)
+            return self._run(loaded, ctrl, inputs, conditions, max_new_tokens, references, scores)
 
-    def _run(self, loaded, ctrl, inputs, conditions, max_new_tokens, references):
+    def _run(self, loaded, ctrl, inputs, conditions, max_new_tokens, references, scores):
         model = loaded.model
         lm = loaded.adapter.language_model(model)
         device = loaded.device
@@ -174,10 +174,8 @@ class FastEngine:
             pos = torch.arange(T, device=device)[None].expand(inputs["input_ids"].shape[0], T)
         P = int(layout.first_text.min())
         base_first = out.logits[:, -1].argmax(-1)
-        # first-step probabilities (references=False: not wanted)
-        ref_ids = None if references is False else choose_reference(out.logits[:, -1], references)
-        first_step = {} if references is False else {
-            BASELINE.key: first_step_fields(out.logits[:, -1], base_first, ref_ids)}
+        ref_ids = choose_reference(out.logits[:, -1], references) if scores else None
+        first_step = {BASELINE.key: first_step_fields(out.logits[:, -1], base_first, ref_ids)} if scores else {}
         sync(device)
         prefill_s = time.perf_counter() - start
 
@@ -191,7 +189,7 @@ class FastEngine:
             store = _RowStore.for_rows(cache, len(rows), P, max_new_tokens)
             logits = self._suffix_pass(loaded, lm, ctrl, group, hidden, cache, layout, pos, P, store)
             firsts = list(logits.argmax(-1))
-            if references is not False:
+            if scores:
                 first_step.update({c.key: first_step_fields(lg, base_first, ref_ids) for c, lg in zip(group, logits)})
             out = self._decode(loaded, lm, ctrl, rows, [base_first, *firsts], cache, store, layout, pos, P,
                                max_new_tokens)

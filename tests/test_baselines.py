@@ -9,7 +9,7 @@ import pytest
 from layerprobe.errors import ConfigError
 from layerprobe.methods.vicrop import _window_sums, crop_box, relative_attention
 from layerprobe.methods.registry import METHODS, make_method
-from tests.conftest import FAMILIES, QUESTIONS, make_images
+from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
@@ -33,7 +33,7 @@ def test_crop_box_centres_on_the_attention_peak():
     assert crop_box(att, (300, 300), bbox_size=336) == (0, 0, 300, 300)  # no bigger than one input
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 def test_relative_attention_and_vicrop_answers(tiny_models, family):
     loaded = tiny_models(family)
     images = make_images(3)

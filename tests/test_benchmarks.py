@@ -16,6 +16,7 @@ from layerprobe.data import load_benchmark, registry
 from layerprobe.data._parquet import ParquetImage
 from layerprobe.errors import ConfigError, DataError
 from layerprobe.data.metrics import score
+from layerprobe_testing import one_line_error
 
 FIXTURE = Path(__file__).parent / "fixtures" / "benchmarks"
 CONF = Path(__file__).parents[1] / "conf" / "data"
@@ -33,14 +34,6 @@ def root(bench, layout):
 
 def pixels(sample):
     return np.asarray(sample.load_image())
-
-
-def one_line_error(exc_info, *fragments):
-    message = str(exc_info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert str(fragment) in message, message
-    return message
 
 
 @pytest.fixture

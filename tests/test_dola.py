@@ -20,7 +20,7 @@ from layerprobe.errors import ConfigError
 from layerprobe.methods.dola import (EMBEDDINGS, candidate_layers, contrast, dola, dola_scores, hidden_state_index,
                                      js_divergence, penalize_repeats, reference_divergence)
 from layerprobe.methods.registry import make_method
-from tests.conftest import FAMILIES, QUESTIONS, make_images
+from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
@@ -280,7 +280,7 @@ def test_tied_embeddings_skip_the_embedding_output():
     method.check(loaded)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 @pytest.mark.parametrize("apply_norm", [False, True])
 def test_padded_batch_first_token_equals_an_independent_computation(tiny_models, family, apply_norm):
     loaded = tiny_models(family)

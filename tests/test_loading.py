@@ -13,7 +13,7 @@ import torch
 import layerprobe
 from layerprobe.errors import ModelError
 from layerprobe.models.tiny import BUILDERS, build_tiny, save_tiny
-from tests.conftest import make_images
+from layerprobe_testing import make_images
 
 
 @pytest.mark.parametrize("family", ["llava", "llava_next"])

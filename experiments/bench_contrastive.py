@@ -1,4 +1,4 @@
-"""Cost of each inference method against plain generation, side by side in one run, on the same
+"""Cost of each inference method against vanilla generation, side by side in one run, on the same
 prompts: the model organism and a LLaVA-shaped random model (32 layers, 576 visual tokens).
 
     python experiments/bench_contrastive.py                     # CPU: ~2-4 minutes
@@ -6,10 +6,10 @@ prompts: the model organism and a LLaVA-shaped random model (32 layers, 576 visu
 
 Methods run interleaved (the order rotates every round) after one untimed warm-up each; a method's
 latency is the median over rounds of the batch's wall time (prefill + decode, synchronised on
-CUDA), its ratio the median over rounds of its time / plain generation's time in the same round. EOS is disabled so every method decodes exactly ``--max-new-tokens`` tokens. Peak memory is
+CUDA), its ratio the median over rounds of its time / vanilla generation's time in the same round. EOS is disabled so every method decodes exactly ``--max-new-tokens`` tokens. Peak memory is
 measured in one separate pass per method (``layerprobe.evaluation.peak_memory``: CUDA allocator statistics,
 or live tensor storage on CPU): ``peak`` includes the weights, ``extra`` is what the generation
-adds on top (activations and KV cache). The last line is JSON: contrastive attention against plain
+adds on top (activations and KV cache). The last line is JSON: contrastive attention against vanilla
 generation on the LLaVA-shaped model: its latency ratio from a dedicated ABBA alternation of the
 two alone (2 x rounds pairs), its memory ratio from the table.
 """
@@ -26,6 +26,7 @@ import torch
 import transformers
 from PIL import Image
 
+from layerprobe.data.sample import Sample
 from layerprobe.methods.registry import make_method
 from layerprobe.models.loading import LoadedModel, load_model
 from layerprobe.models.registry import adapter_for
@@ -60,7 +61,8 @@ def organism_case(device: str, batch: int, path: str):
     spec = loaded.extra.get("organism", {})
     planted = sorted(spec.get("planted", []))
     profile = {"fusion_layers": planted[:-1], "review_layer": planted[-1], "post_integrated_layer": planted[-1] - 1}
-    return loaded, [s.load_image() for s in data.samples], [data.prompt(s) for s in data.samples], profile
+    batch = data.samples, [s.load_image() for s in data.samples], [data.prompt(s) for s in data.samples]
+    return loaded, batch, profile
 
 
 def random_images(n: int, size: int = 336) -> list[Image.Image]:
@@ -68,28 +70,29 @@ def random_images(n: int, size: int = 336) -> list[Image.Image]:
     return [Image.fromarray(rng.randint(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
 
 
-def bench(loaded, images, texts, profile, methods, rounds, max_new_tokens) -> dict:
+def bench(loaded, batch, profile, methods, rounds, max_new_tokens) -> dict:
+    """``batch``: (samples, images, prompts), as a method answers them."""
     loaded.model.generation_config.eos_token_id = -1  # never produced: equal decode lengths
     runners = {name: make_method(name, profile=profile, **opts) for name, opts in methods.items()}
     for m in runners.values():
-        m.answer_batch(loaded, None, images, texts, max_new_tokens)  # warm-up, untimed
+        m.answer_batch(loaded, *batch, max_new_tokens)  # warm-up, untimed
     times = {name: [] for name in runners}
     prefill = {name: [] for name in runners}
     names = list(runners)
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            rec = runners[name].answer_batch(loaded, None, images, texts, max_new_tokens)
+            rec = runners[name].answer_batch(loaded, *batch, max_new_tokens)
             times[name].append(rec[0]["total_s"])
             prefill[name].append(rec[0]["prefill_s"])
     out = {}
     for name, m in runners.items():
         with peak_memory(loaded.device, loaded.model) as mem:
-            m.answer_batch(loaded, None, images, texts, max_new_tokens)
+            m.answer_batch(loaded, *batch, max_new_tokens)
         out[name] = {"latency_s": statistics.median(times[name]), "prefill_s": statistics.median(prefill[name]),
                      "peak_bytes": mem.peak_bytes, "extra_bytes": mem.extra_bytes}
     base = out["vanilla"]
     for name, row in out.items():
-        # per-round ratios to the same round's plain run cancel slow drifts of a shared machine
+        # per-round ratios to the same round's vanilla run cancel slow drifts of a shared machine
         row["latency_ratio"] = statistics.median(a / b for a, b in zip(times[name], times["vanilla"]))
         row["prefill_ratio"] = statistics.median(a / b for a, b in zip(prefill[name], prefill["vanilla"]))
         row["memory_ratio"] = row["peak_bytes"] / base["peak_bytes"]
@@ -97,22 +100,22 @@ def bench(loaded, images, texts, profile, methods, rounds, max_new_tokens) -> di
     return out
 
 
-def headline(loaded, images, texts, profile, rounds, max_new_tokens) -> float:
-    """Contrastive attention / plain generation alone, alternated ABBA so neither always runs
+def headline(loaded, batch, profile, rounds, max_new_tokens) -> float:
+    """Contrastive attention / vanilla generation alone, alternated ABBA so neither always runs
     after the other (or after a slow method): the median of the per-pair latency ratios."""
-    plain, contrastive = make_method("vanilla"), make_method("contrastive", profile=profile)
+    vanilla, contrastive = make_method("vanilla"), make_method("contrastive", profile=profile)
     ratios = []
     for r in range(rounds):
-        order = (plain, contrastive) if r % 2 == 0 else (contrastive, plain)
-        t = {m.name: m.answer_batch(loaded, None, images, texts, max_new_tokens)[0]["total_s"] for m in order}
+        order = (vanilla, contrastive) if r % 2 == 0 else (contrastive, vanilla)
+        t = {m.name: m.answer_batch(loaded, *batch, max_new_tokens)[0]["total_s"] for m in order}
         ratios.append(t["contrastive"] / t["vanilla"])
     return statistics.median(ratios)
 
 
 def show(title: str, results: dict) -> None:
     print(f"\n{title}")
-    print(f"{'method':<12} {'latency s':>10} {'x plain':>8} {'prefill s':>10} {'x plain':>8} "
-          f"{'peak MiB':>9} {'x plain':>8} {'extra MiB':>10} {'x plain':>8}")
+    print(f"{'method':<12} {'latency s':>10} {'x vanilla':>8} {'prefill s':>10} {'x vanilla':>8} "
+          f"{'peak MiB':>9} {'x vanilla':>8} {'extra MiB':>10} {'x vanilla':>8}")
     for name, r in results.items():
         print(f"{name:<12} {r['latency_s']:>10.4f} {r['latency_ratio']:>8.3f} {r['prefill_s']:>10.4f} "
               f"{r['prefill_ratio']:>8.3f} {r['peak_bytes'] / 2**20:>9.1f} {r['memory_ratio']:>8.3f} "
@@ -141,21 +144,22 @@ def main(argv=None) -> None:
           f"{args.max_new_tokens} new tokens, {args.rounds} rounds")
     if not args.skip_organism:
         try:
-            loaded, images, texts, profile = organism_case(args.device, args.batch, args.organism)
+            loaded, batch, profile = organism_case(args.device, args.batch, args.organism)
         except Exception as err:  # the organism ships separately; the LLaVA-shaped case still runs
             print(f"\norganism: skipped ({type(err).__name__}: {str(err).splitlines()[0]})")
         else:
             organism_methods = {**methods, "vicrop": {"layer": None}} if "vicrop" in methods else methods
             show(f"organism ({loaded.num_layers} layers), profile {profile}",
-                 bench(loaded, images, texts, profile, organism_methods, args.rounds, args.max_new_tokens))
+                 bench(loaded, batch, profile, organism_methods, args.rounds, args.max_new_tokens))
     loaded = llava_shaped(args.hidden, args.device)
     images, texts = random_images(args.batch), (QUESTIONS * args.batch)[: args.batch]
     n_visual = int((loaded.encode(images[:1], texts[:1])["input_ids"] == loaded.model.config.image_token_id).sum())
-    results = bench(loaded, images, texts, "llava15_7b", methods, args.rounds, args.max_new_tokens)
+    batch = [Sample(str(i), image, text, []) for i, (image, text) in enumerate(zip(images, texts))], images, texts
+    results = bench(loaded, batch, "llava15_7b", methods, args.rounds, args.max_new_tokens)
     show(f"LLaVA-shaped random model (32 layers, hidden {args.hidden}, {n_visual} visual tokens), "
          "profile llava15_7b", results)
-    ratio = headline(loaded, images, texts, "llava15_7b", 2 * args.rounds, args.max_new_tokens)
-    print(f"\ncontrastive vs plain alone, ABBA over {2 * args.rounds} pairs: latency x{ratio:.4f}")
+    ratio = headline(loaded, batch, "llava15_7b", 2 * args.rounds, args.max_new_tokens)
+    print(f"\ncontrastive vs vanilla alone, ABBA over {2 * args.rounds} pairs: latency x{ratio:.4f}")
     c = results["contrastive"]
     print(json.dumps({"latency_ratio": round(ratio, 4), "memory_ratio": round(c["memory_ratio"], 4)}))
     sys.stdout.flush()

@@ -19,12 +19,14 @@ import torch
 from PIL import Image
 
 import layerprobe
+from layerprobe.core.edges import edge_sets
 from layerprobe.core.generation import generate_answers
 from layerprobe.io.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
 LLAVA_FAMILIES = ["llava", "llava_next"]  # the families most tests run on (32-layer tiny models)
+EDGE_SETS = [e.name for e in edge_sets()]  # registered by the library (a test's own come later)
 SUFFIX = "\nAnswer the question using a single word or phrase."
 QUESTIONS = [
     "what color is the cat ?",
@@ -38,6 +40,13 @@ def make_images(n: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.RandomState(seed)
     sizes = [(60, 80), (90, 40), (56, 56), (40, 100), (70, 70), (100, 50)]
     return [Image.fromarray(rng.randint(0, 255, (*sizes[i % len(sizes)], 3), dtype=np.uint8)) for i in range(n)]
+
+
+def make_samples(images, questions) -> list:
+    """Samples with ids "0", "1", ... whose prompts are their questions (no reference answers)."""
+    from layerprobe.data.sample import Sample
+
+    return [Sample(str(i), image, q, []) for i, (image, q) in enumerate(zip(images, questions))]
 
 
 def texts_of(result) -> dict:
@@ -58,9 +67,11 @@ def forward(loaded, inputs, **kw):
         return loaded.model(**inputs, **kw)
 
 
-# the image document of each family beyond LLaVA ------------------------------------------
+# the image document of each family --------------------------------------------------------
 # First and last token of one image's document, as each family's processor writes it.
 DOCUMENT = {
+    "llava": ("<image>", "<image>"),
+    "llava_next": ("<image>", "<image>"),
     "qwen2_vl": ("<|vision_start|>", "<|vision_end|>"),
     "qwen2_5_vl": ("<|vision_start|>", "<|vision_end|>"),
     "llava_onevision": ("<image>", "<image>"),
@@ -104,7 +115,9 @@ def reference_queries(loaded, inputs, edges, visual, questions=None):
     last[:, -1] = True
     if edges == "image->question":
         return question_positions(loaded, ids, questions)
-    return {"image->text": after, "image->last": last, "image->prompt": after & ~last}[edges]
+    reference = {"image->text": after, "image->last": last, "image->prompt": after & ~last}
+    assert edges in reference, f"edge set {edges!r} has no independent reference here: write one"
+    return reference[edges]
 
 
 def reference_blocked(loaded, inputs, edges, visual=None, questions=None):

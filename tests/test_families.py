@@ -22,14 +22,14 @@ from layerprobe.core.dispatch import controller
 from layerprobe.models.registry import adapter_for
 from layerprobe.core.generation import generate_answers
 from layerprobe_testing import (
-    DOCUMENT, FIXTURES, QUESTIONS, SUFFIX, check_against_hand_mask, check_batch_answers_equal_single_answers,
-    check_knockout_is_local, check_no_op_is_bit_identical, check_two_layer_run, forward, make_images,
-    reference_visual, run_multirun, texts_of,
+    DOCUMENT, EDGE_SETS, FIXTURES, LLAVA_FAMILIES, QUESTIONS, SUFFIX, check_against_hand_mask,
+    check_batch_answers_equal_single_answers, check_knockout_is_local, check_no_op_is_bit_identical,
+    check_two_layer_run, forward, make_images, reference_visual, run_multirun, texts_of,
 )
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
-FAMILIES_BEYOND_LLAVA = list(DOCUMENT)
+FAMILIES_BEYOND_LLAVA = [f for f in DOCUMENT if f not in LLAVA_FAMILIES]
 FIXED_COUNT = {"gemma3"}  # 256 soft tokens per image whatever its size (no pan-and-scan)
 
 
@@ -46,7 +46,7 @@ def test_image_document_and_first_text_token(tiny_models, family):
     assert type(adapter_for(loaded.model.config)) is type(loaded.adapter)
     inputs = _encode(loaded)
     ids = inputs["input_ids"]
-    layout = controller(loaded).set_sequence(ids, inputs["attention_mask"])
+    layout = controller(loaded).layout_of(ids, inputs["attention_mask"])
     expected = reference_visual(loaded, family, ids)
     assert torch.equal(layout.visual, expected)
     image_id = loaded.adapter.image_token_id(loaded.model)
@@ -75,7 +75,7 @@ def test_knockout_is_local_to_its_layer(tiny_models, family):
 
 
 @pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
-@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question", "image->prompt"])
+@pytest.mark.parametrize("edges", EDGE_SETS)
 def test_knockout_matches_hand_edited_eager_mask(tiny_models, family, edges):
     loaded = tiny_models(family, "eager")
     inputs = _encode(loaded)

@@ -9,12 +9,12 @@ import layerprobe
 from layerprobe.sweep.conditions import sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine, fast_engine_reason
 from layerprobe.sweep.engines.naive import NaiveEngine
-from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images, texts_of
+from layerprobe_testing import EDGE_SETS, LLAVA_FAMILIES, QUESTIONS, make_images, texts_of
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
 
-CASES = [(f, "sdpa", e) for f in LLAVA_FAMILIES for e in ("image->text", "image->last", "image->question", "image->prompt")]
+CASES = [(f, "sdpa", e) for f in LLAVA_FAMILIES for e in EDGE_SETS]
 
 
 @pytest.mark.parametrize("family,attn,edges", CASES + [("llava_next", "eager", "image->text")])
@@ -40,9 +40,8 @@ def test_fast_equals_naive_for_windows_and_layer_subsets(tiny_models):
     assert fast == naive
 
 
-def test_only_edge_sets_after_the_image_are_fast():
-    assert fast_engine_reason("image->text") is None
-    assert "before the first post-image text token" in fast_engine_reason("image->image")
+def test_every_built_in_edge_set_is_fast():
+    assert all(fast_engine_reason(name) is None for name in EDGE_SETS)
 
 
 @pytest.mark.parametrize("family", LLAVA_FAMILIES)

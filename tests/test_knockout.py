@@ -11,7 +11,7 @@ from layerprobe.errors import ConfigError
 from layerprobe.core.dispatch import controller
 from layerprobe.core.generation import generate_answers
 from layerprobe_testing import (
-    LLAVA_FAMILIES, QUESTIONS, SUFFIX, check_against_hand_mask, check_batch_answers_equal_single_answers,
+    EDGE_SETS, LLAVA_FAMILIES, QUESTIONS, SUFFIX, check_against_hand_mask, check_batch_answers_equal_single_answers,
     check_knockout_is_local, check_no_op_is_bit_identical, forward, reference_blocked,
 )
 
@@ -33,7 +33,7 @@ def test_knockout_is_local_to_its_layer(tiny_models, images, family):
 
 
 @pytest.mark.parametrize("family", LLAVA_FAMILIES)
-@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question", "image->prompt"])
+@pytest.mark.parametrize("edges", EDGE_SETS)
 def test_knockout_matches_hand_edited_eager_mask(tiny_models, images, family, edges):
     loaded = tiny_models(family, "eager")
     # left-padded: the prompts differ in length; the instruction after the question is not question
@@ -50,7 +50,7 @@ def test_question_edges_block_the_question_only(tiny_models, images):
     prompt = reference_blocked(loaded, inputs, "image->prompt").any(-1)
     assert (question <= prompt).all() and (prompt & ~question).any()
     unannotated = loaded.encode(images, QUESTIONS)
-    with pytest.raises(ConfigError, match="image->question.*questions="):
+    with pytest.raises(ConfigError, match="edges='image->question'.*questions="):
         with layerprobe.knockout(loaded, layers=[3], edges="image->question"):
             forward(loaded, unannotated)
 

@@ -27,7 +27,7 @@ import layerprobe  # noqa: E402
 from layerprobe.models.tiny import build_tiny, save_tiny  # noqa: E402
 from layerprobe.io.results import read_results  # noqa: E402
 from layerprobe_testing import (  # noqa: E402
-    FIXTURES, QUESTIONS, ROOT, SUFFIX, check_against_hand_mask, make_images, reference_visual,
+    EDGE_SETS, FIXTURES, QUESTIONS, ROOT, SUFFIX, check_against_hand_mask, make_images, reference_visual,
 )
 
 pytestmark = pytest.mark.core
@@ -138,8 +138,8 @@ def test_knockout_on_the_path_loaded_model_matches_hand_edited_eager_mask(path_l
     loaded = path_loaded(family, "eager")
     inputs = _encode(loaded)
     assert (inputs["attention_mask"] == 0).any()  # left-padded: the questions differ in length
-    visual = None if family in ("llava", "llava_next") else reference_visual(loaded, family, inputs["input_ids"])
-    for edges in ("image->text", "image->last", "image->question", "image->prompt"):
+    visual = reference_visual(loaded, family, inputs["input_ids"])
+    for edges in EDGE_SETS:
         check_against_hand_mask(loaded, inputs, edges, layers=(0, 1), visual=visual, label=family,
                                 questions=QUESTIONS[:4])
 

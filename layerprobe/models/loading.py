@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from layerprobe.core.dispatch import controller
+from layerprobe.core.edges import sample_key
 from layerprobe.errors import ModelError
 from layerprobe.io.hashing import config_hash
+from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.base import ModelAdapter
 from layerprobe.models.planted import install_from_checkpoint
 from layerprobe.models.registry import adapter_for
@@ -64,10 +66,13 @@ class LoadedModel:
             "config_hash": self.config_hash(),
         }
 
-    def encode(self, images: list, texts: list[str], n_images: int = 1, questions: list[str] | None = None):
+    def encode(self, images: list, texts: list[str], n_images: int = 1, questions: list[str] | None = None,
+               sample_ids: list[str] | None = None):
         """Chat-templated, left-padded inputs for one batch, on the model's device. With
         ``questions`` (each one's text inside its prompt), the batch's token layout knows the
-        question's own tokens, which the ``image->question`` knockout needs."""
+        question's own tokens, which the ``image->question`` knockout needs; with ``sample_ids``,
+        each sample's key, for edge sets that choose keys per sample (``EdgeSet.encode`` passes
+        what its edge set needs)."""
         prompts = [self.adapter.format_prompt(self.processor, t, n_images) for t in texts]
         enc = self.adapter.processor_inputs(self.processor, images, prompts)
         dtype = self.model.dtype
@@ -75,9 +80,11 @@ class LoadedModel:
             k: (v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device))
             for k, v in enc.items()
         }
-        if questions is not None:
-            mask = self.adapter.question_tokens(self.processor, prompts, questions, enc["input_ids"])
-            controller(self).annotate(inputs["input_ids"], mask.to(self.device))
+        if questions is not None or sample_ids is not None:
+            question = None if questions is None else self.adapter.question_tokens(
+                self.processor, prompts, questions, enc["input_ids"]).to(self.device)
+            keys = None if sample_ids is None else torch.tensor([sample_key(i) for i in sample_ids])
+            controller(self).annotate(inputs["input_ids"], question=question, sample_keys=keys)
         return inputs
 
 
@@ -91,16 +98,9 @@ def _resolve_dtype(dtype, device: str):
     return dtype
 
 
-# Checkpoints shipped as package data, by name: data directories, so nothing of
-# layerprobe.organism is imported to load them.
-SHIPPED = {"organism": "organism/weights", "natural_organism": "organism/natural_weights"}
-
-
 def _resolve_path(name_or_path: str) -> str:
-    if name_or_path in SHIPPED:
-        from layerprobe.io.paths import PACKAGE_DIR
-
-        shipped = PACKAGE_DIR / SHIPPED[name_or_path]
+    if name_or_path in SHIPPED_MODELS:
+        shipped = SHIPPED_MODELS[name_or_path]
         if not (shipped / "config.json").is_file():
             raise ModelError(f"model {name_or_path!r}: no weights at {shipped}; train them "
                              f"(docs/natural-organism.md) and give model.path=<their directory>")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from layerprobe.sweep.conditions import Condition
-from layerprobe.core.knockout import knockout
+from layerprobe.core.edges import EdgeSet, edge_set
 from layerprobe.core.generation import Answer, generate_answers
+from layerprobe.core.knockout import knockout
+from layerprobe.sweep.conditions import Condition
 
 
 class NaiveEngine:
     name = "naive"
 
-    def __init__(self, edges: str = "image->text", **_):
-        self.edges = edges
+    def __init__(self, edges: str | EdgeSet = "image->text", **_):
+        self.edges = edge_set(edges)
 
     def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int
                   ) -> dict[tuple, list[Answer]]:

@@ -16,7 +16,7 @@ DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "
              "metric", "max_new_tokens")
 
 
-def plain(cfg) -> Any:
+def to_python(cfg) -> Any:
     from omegaconf import OmegaConf
 
     # scalars and None (layers=null: every layer) pass through; only config nodes are converted
@@ -26,7 +26,7 @@ def plain(cfg) -> Any:
 def load_model_from(model_cfg):
     from layerprobe.models.loading import load_model
 
-    m = plain(model_cfg)
+    m = to_python(model_cfg)
     return load_model(m.get("path") or m["name"], device=m.get("device"), dtype=m.get("dtype"),
                       attn_implementation=m.get("attn_implementation") or "sdpa")
 
@@ -34,7 +34,7 @@ def load_model_from(model_cfg):
 def load_data_from(data_cfg):
     from layerprobe.data.registry import load_benchmark
 
-    d = plain(data_cfg)
+    d = to_python(data_cfg)
     return load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
 
 

@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.common import load_data_from, load_model_from, run_cli, to_python
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
@@ -31,11 +31,11 @@ def sweep(cfg) -> None:
     loaded = load_model_from(cfg.model)
     if cfg.keep_heap and loaded.device.type == "cpu":
         log.info("keep_heap: freed memory stays in the heap: %s", keep_freed_memory())
-    mask = plain(cfg.mask)
-    layers = plain(cfg.layers)
-    identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}
+    mask = to_python(cfg.mask)
+    layers = to_python(cfg.layers)
+    identity = {"model": to_python(cfg.model), "data": to_python(cfg.data), "mask": mask, "layers": layers}
     header = {
-        "config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
+        "config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
         "layerprobe_version": __version__,
     }

@@ -35,7 +35,8 @@ from layerprobe.data.metrics import METRICS
 from layerprobe.data.sample import Sample
 from layerprobe.errors import ConfigError
 
-_REQUIRED = ("NAME", "METRIC", "MAX_NEW_TOKENS", "DEFAULT_SPLIT", "load", "build_prompt")
+# what a benchmark module (or object) provides; docs/architecture.md states it
+CONTRACT = ("NAME", "METRIC", "MAX_NEW_TOKENS", "DEFAULT_SPLIT", "load", "build_prompt")
 BENCHMARKS: dict[str, Any] = {m.NAME: m for m in (vqav2, gqa, textvqa, okvqa, vizwiz, docvqa, scenes)}
 # Registers itself on import ("organism"); optional, so the six benchmarks never need it.
 _OPTIONAL = ("layerprobe.data.synthetic",)
@@ -59,7 +60,7 @@ class BenchmarkData:
 
 def register_benchmark(obj: Any) -> None:
     """Add (or replace) a benchmark under ``obj.NAME``."""
-    missing = [a for a in _REQUIRED if not hasattr(obj, a)]
+    missing = [a for a in CONTRACT if not hasattr(obj, a)]
     if missing:
         raise ConfigError(f"benchmark {getattr(obj, 'NAME', obj)!r} lacks {', '.join(missing)}")
     BENCHMARKS[obj.NAME] = obj

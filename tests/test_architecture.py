@@ -24,6 +24,7 @@ ALLOWED = {
     "methods": {"errors", "compat", "core", "analysis", "io", "plots", "models"},
     "sweep": {"errors", "compat", "core", "io", "data", "analysis", "plots"},
     "evaluation": {"errors", "core", "io", "data", "analysis", "plots", "sweep", "methods"},
+    "report": {"errors", "io", "plots", "sweep", "evaluation"},
     "organism": {"errors", "compat", "core", "io", "data", "models"},
     "lmms": {"errors", "core", "io", "data", "models", "methods", "analysis"},
     "cli": {"*"},

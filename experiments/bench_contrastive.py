@@ -3,6 +3,8 @@ prompts: the model organism and a LLaVA-shaped random model (32 layers, 576 visu
 
     python experiments/bench_contrastive.py                     # CPU: ~2-4 minutes
     python experiments/bench_contrastive.py --rounds 9 --hidden 512 --batch 4 --device cuda
+    python experiments/bench_contrastive.py --skip-organism --methods vanilla,contrastive --device cuda \
+        --dtype bfloat16 --real-shapes llava15_7b,llava16_vicuna7b    # random weights of the real 7B shapes
 
 Methods run interleaved (the order rotates every round) after one untimed warm-up each; a method's
 latency is the median over rounds of the batch's wall time (prefill + decode, synchronised on
@@ -12,6 +14,12 @@ or live tensor storage on CPU): ``peak`` includes the weights, ``extra`` is what
 adds on top (activations and KV cache). The last line is JSON: contrastive attention against vanilla
 generation on the LLaVA-shaped model: its latency ratio from a dedicated ABBA alternation of the
 two alone (2 x rounds pairs), its memory ratio from the table.
+
+``--real-shapes`` replaces the LLaVA-shaped model by random weights of real checkpoints' shapes
+(``layerprobe.models.real_shape``: LLaVA-1.5-7B on a 336-px image, 576 visual tokens; LLaVA-1.6
+Vicuna-7B on a 672-px image, 2,928), one after the other, in ``--dtype``; the JSON line then also
+lists per shape both methods' latency and peak memory (``shapes``). ``--smoke`` builds them at
+tiny sizes for a CPU run of the same code.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from PIL import Image
 from layerprobe.data.sample import Sample
 from layerprobe.methods.registry import make_method
 from layerprobe.models.loading import LoadedModel, load_model
+from layerprobe.models.real_shape import build_real_shape
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
 from layerprobe.evaluation.peak_memory import peak_memory
@@ -43,6 +52,9 @@ QUESTIONS = [
     "what is the number on the page at the bottom of the image near the clock and the coins ? "
     "answer the question using a single word or phrase .",
 ]
+
+
+VIEWS = {"llava15_7b": 1, "llava16_vicuna7b": 2}  # image side in views: one 336-px view; 672 px = base + 4 tiles
 
 
 def llava_shaped(hidden: int, device: str) -> LoadedModel:
@@ -133,6 +145,9 @@ def main(argv=None) -> None:
     p.add_argument("--skip-organism", action="store_true")
     p.add_argument("--organism", default="organism", help="the shipped organism, or a retrained one's directory")
     p.add_argument("--methods", default="vanilla,contrastive,dola,vicrop")
+    p.add_argument("--real-shapes", default="", help="comma-separated, of llava15_7b, llava16_vicuna7b")
+    p.add_argument("--dtype", default=None, help="of the real shapes (default bfloat16)")
+    p.add_argument("--smoke", action="store_true", help="the real shapes at tiny sizes, for a CPU check")
     args = p.parse_args(argv)
     transformers.logging.set_verbosity_error()  # the disabled EOS warns at every call
     if args.device == "cpu":
@@ -151,6 +166,12 @@ def main(argv=None) -> None:
             organism_methods = {**methods, "vicrop": {"layer": None}} if "vicrop" in methods else methods
             show(f"organism ({loaded.num_layers} layers), profile {profile}",
                  bench(loaded, batch, profile, organism_methods, args.rounds, args.max_new_tokens))
+    if args.real_shapes:
+        shapes = [real_shape_case(name, args, methods) for name in args.real_shapes.split(",")]
+        first = shapes[0]
+        print(json.dumps({"latency_ratio": first["latency_ratio"], "memory_ratio": first["memory_ratio"],
+                          "shapes": shapes}))
+        return
     loaded = llava_shaped(args.hidden, args.device)
     images, texts = random_images(args.batch), (QUESTIONS * args.batch)[: args.batch]
     n_visual = int((loaded.encode(images[:1], texts[:1])["input_ids"] == loaded.model.config.image_token_id).sum())
@@ -163,6 +184,29 @@ def main(argv=None) -> None:
     c = results["contrastive"]
     print(json.dumps({"latency_ratio": round(ratio, 4), "memory_ratio": round(c["memory_ratio"], 4)}))
     sys.stdout.flush()
+
+
+def real_shape_case(name: str, args, methods: dict) -> dict:
+    """Every method against plain generation on one real checkpoint shape, then the ABBA headline;
+    the model is freed before the next shape is built."""
+    loaded = build_real_shape(name, device=args.device, dtype=args.dtype or "bfloat16", smoke=args.smoke)
+    side = VIEWS[name] * loaded.adapter.vision_input_size(loaded.model)
+    images, texts = random_images(args.batch, side), (QUESTIONS * args.batch)[: args.batch]
+    n_visual = int(loaded.adapter.visual_token_mask(loaded.model, loaded.encode(images[:1], texts[:1])["input_ids"]).sum())
+    batch = [Sample(str(i), image, text, []) for i, (image, text) in enumerate(zip(images, texts))], images, texts
+    results = bench(loaded, batch, "llava15_7b", methods, args.rounds, args.max_new_tokens)
+    show(f"{loaded.name} ({loaded.model.dtype}, {n_visual} visual tokens), profile llava15_7b", results)
+    ratio = headline(loaded, batch, "llava15_7b", 2 * args.rounds, args.max_new_tokens)
+    print(f"contrastive vs plain alone, ABBA over {2 * args.rounds} pairs: latency x{ratio:.4f}")
+    plain, c = results["vanilla"], results["contrastive"]
+    del loaded
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {"shape": name, "visual_tokens": n_visual, "device": args.device, "dtype": args.dtype or "bfloat16",
+            "vanilla_latency_s": plain["latency_s"], "contrastive_latency_s": c["latency_s"],
+            "latency_ratio": round(ratio, 4), "vanilla_peak_mib": round(plain["peak_bytes"] / 2**20, 1),
+            "contrastive_peak_mib": round(c["peak_bytes"] / 2**20, 1), "memory_ratio": round(c["memory_ratio"], 4),
+            "extra_memory_ratio": round(c["extra_memory_ratio"], 4)}
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ With ``baseline: vanilla`` (default) a missing vanilla run of the same model, da
 run first into ``<eval_dir>/<benchmark>/vanilla``. From all runs below ``eval_dir``:
 ``comparison.{csv,md,png,pdf}``, ``flips.csv``, ``<benchmark>/flips_<label>.png``, for swept
 options ``curves.csv`` and ``curve_<method>_<option>.{png,pdf}``, and for contrastive attention
-``pre_layers.png`` and ``<run>/heatmap_<sample>.png``.
+``pre_layers.png`` and ``<run>/heatmap_<sample>.png``; last, ``<eval_dir>/report.html`` over all of it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from layerprobe import __version__
 from layerprobe.cli.common import load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.report import write_page
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
@@ -205,6 +206,7 @@ def report(eval_dir: Path, run_dir: Path, loaded, data, method, cfg) -> None:
     write_galleries(table, data, eval_dir / data.name, cfg.gallery_examples)
     method.draw(run_dir, loaded, data, cfg.heatmaps)
     log.info("comparison:\n%s", comparison.to_string(index=False))
+    write_page(eval_dir)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")

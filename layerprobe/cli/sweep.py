@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
 from layerprobe.cli.common import load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.report import write_page
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
@@ -54,6 +55,7 @@ def sweep(cfg) -> None:
                  summary[summary["condition"] != "baseline"].nsmallest(3, "accuracy")[["layer", "accuracy"]]
                  .to_dict("records"))
     log.info("wrote %s", run_dir)
+    write_page(run_dir)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sweep", version_base="1.3")

@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, plain, run_cli
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
@@ -96,7 +96,8 @@ def _header(cfg, loaded, data, method_options: dict, profile) -> dict:
     from layerprobe.methods.registry import takes_profile
 
     profile = profile if takes_profile(method_options["name"]) else None
-    identity = {"model": plain(cfg.model), "data": plain(cfg.data), "method": method_options, "profile": profile}
+    identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "method": method_options,
+                "profile": profile}
     return {"config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
             "method": method_options, "profile": profile, "metric": data.metric, "layerprobe_version": __version__}
 

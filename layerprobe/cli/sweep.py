@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, plain, run_cli
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
@@ -33,7 +33,7 @@ def sweep(cfg) -> None:
         log.info("keep_heap: freed memory stays in the heap: %s", keep_freed_memory())
     mask = plain(cfg.mask)
     layers = plain(cfg.layers)
-    identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}
+    identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "mask": mask, "layers": layers}
     header = {
         "config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,

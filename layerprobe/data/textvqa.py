@@ -14,7 +14,8 @@ VQAv2's mirror uses the same path; its files (they have multiple_choice_answer) 
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate, pick_split
+from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate,
+                                 mirror_pattern, pick_split)
 from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
@@ -25,6 +26,7 @@ TITLE = "TextVQA"
 METRIC = "vqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "val"
+HUB_REPO = "lmms-lab-encoder/textvqa"   # the parquet mirror lmms-eval reads (layerprobe.data.hub)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
                                foreign=(("multiple_choice_answer", "VQAv2"),))
         records.run(((rec, spec, image, None) for rec, image in rows), _sample)
     return records.result
+
+
+def mirror_patterns(split: str) -> tuple[str, ...]:
+    return (mirror_pattern("data", pick_split(NAME, SPLITS, split).parquet),)
 
 
 def _sample(record: Record, spec: _Split, image, ocr: dict | None) -> Sample:

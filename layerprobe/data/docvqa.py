@@ -6,7 +6,7 @@
 
 Official layout: {split}_v1.0_withQT.json (or {split}_v1.0.json) in root, images at the path each
 record names (documents/*.png), relative to root.
-Parquet mirror (lmms-lab/DocVQA, config DocVQA): DocVQA/{validation,test}-*.parquet.
+Parquet mirror (lmms-lab-encoder/DocVQA, config DocVQA): DocVQA/{validation,test}-*.parquet.
 """
 
 from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, json_records, locate, mirror_pattern,

@@ -6,7 +6,7 @@
 
 Official layout: {tier}_questions.json (dict questionId -> record) in root, images/{imageId}.jpg
 (or {imageId}.jpg in root when there is no images/ folder).
-Parquet mirror (lmms-lab/GQA): two configs joined on imageId == id,
+Parquet mirror (lmms-lab-encoder/GQA): two configs joined on imageId == id,
 {tier}_instructions/{split}-*.parquet and {tier}_images/{split}-*.parquet.
 """
 

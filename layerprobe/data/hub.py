@@ -6,8 +6,8 @@ of the needed split are fetched into the hub cache, and that folder becomes the 
     root = fetch_benchmark(vqav2, "val", repo="lmms-lab/VQAv2", download=False)   # another copy; cache only
 
 A benchmark has a mirror when its module names ``HUB_REPO`` (the repository lmms-eval's task
-reads; lmms-eval 0.7.3 reads ``lmms-lab-encoder/*``, earlier releases the same files as
-``lmms-lab/*``) and ``mirror_patterns(split)`` (the split's files, relative to the repository).
+reads: lmms-eval 0.7.3 reads ``lmms-lab-encoder/*``, earlier releases ``lmms-lab/*``) and
+``mirror_patterns(split)`` (the split's files, relative to the repository).
 """
 
 from __future__ import annotations

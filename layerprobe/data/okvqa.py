@@ -6,7 +6,7 @@
 
 Official layout (VQA format): OpenEnded_mscoco_val2014_questions.json and
 mscoco_val2014_annotations.json in root, images in val2014/.
-Parquet mirror (lmms-lab/OK-VQA): data/val2014-*.parquet.
+Parquet mirror (lmms-lab-encoder/OK-VQA): data/val2014-*.parquet.
 """
 
 from layerprobe.data._io import mirror_pattern, pick_split

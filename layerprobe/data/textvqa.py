@@ -7,7 +7,7 @@
 Official layout: TextVQA_0.5.1_{split}.json in root, images in train_images/ (val and train)
 or test_images/ (or images/train_images/, images/test_images/); the Rosetta OCR tokens,
 TextVQA_Rosetta_OCR_v0.2_{split}.json, are optional.
-Parquet mirror (lmms-lab/textvqa): data/{validation,train,test}-*.parquet (with ocr_tokens).
+Parquet mirror (lmms-lab-encoder/textvqa): data/{validation,train,test}-*.parquet (with ocr_tokens).
 VQAv2's mirror uses the same path; its files (they have multiple_choice_answer) are refused.
 """
 

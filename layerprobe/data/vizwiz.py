@@ -6,7 +6,7 @@
 
 Official layout: Annotations/{split}.json (a list of records; also found as
 annotations/{split}.json or {split}.json in root), images in {split}/ (or images/{split}/).
-Parquet mirror (lmms-lab/VizWiz-VQA): data/{val,train,test}-*.parquet.
+Parquet mirror (lmms-lab-encoder/VizWiz-VQA): data/{val,train,test}-*.parquet.
 """
 
 from pathlib import Path

@@ -6,7 +6,7 @@
 
 Official layout: v2_OpenEnded_mscoco_{val2014,test-dev2015,test2015}_questions.json and
 v2_mscoco_val2014_annotations.json in root, images in val2014/ (test2015/ for both test splits).
-Parquet mirror (lmms-lab/VQAv2): data/{validation,testdev,test}-*.parquet. TextVQA's mirror uses
+Parquet mirror (lmms-lab-encoder/VQAv2): data/{validation,testdev,test}-*.parquet. TextVQA's mirror uses
 the same path; its files (they have ocr_tokens) are refused rather than read as VQAv2.
 """
 

@@ -118,6 +118,12 @@ def _resolve_path(name_or_path: str, download: bool = True) -> str:
     return fetch_model(name_or_path, download=download)
 
 
+def checkpoint_folder(name_or_path: str, download: bool = True) -> str | None:
+    """The local folder ``load_model(name_or_path)`` reads, fetched from the Hub if need be (to
+    download once before many jobs start); None for a built-in tiny model."""
+    return None if name_or_path.startswith("tiny:") else _resolve_path(name_or_path, download)
+
+
 def load_model(name_or_path: str, device: str | None = None, dtype=None,
                attn_implementation: str = "sdpa", download: bool = True) -> LoadedModel:
     """Model, processor and adapter for a checkpoint; see the module docstring."""

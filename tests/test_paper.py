@@ -106,6 +106,7 @@ def _paper_cfg(*overrides):
     (["sweep.limit={vqa2: 5}"], "sweep.limit: ['vqa2'] are not benchmarks; known: "),
     (["num_shards=0"], "num_shards=0: must be a positive integer"),
     (["launcher=pbs"], "launcher='pbs': choose one of basic, local, slurm"),
+    (["sweep.mask=image_everything"], "sweep.mask='image_everything': not a knockout in conf/mask/"),
     (["method_profile=/nowhere/p.yaml"], "method_profile=/nowhere/p.yaml: no such profile file"),
     (["method_profile=no_such_preset"], "not 'discovered', a preset in conf/profile/ or a YAML file"),
 ])

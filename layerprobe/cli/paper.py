@@ -102,6 +102,8 @@ def check(cfg) -> None:
         raise ConfigError(f"launcher={cfg.launcher!r}: choose one of {', '.join(LAUNCHERS)}")
     for stage in ("sweep", "eval"):
         _stage_limits(stage, plain(cfg[stage].limit), cfg.data.limit, list(cfg.benchmarks))
+    if not (CONF_DIR / "mask" / f"{cfg.sweep.mask}.yaml").is_file():
+        raise ConfigError(f"sweep.mask={cfg.sweep.mask!r}: not a knockout in conf/mask/")
     if cfg.data.root is not None and not Path(cfg.data.root).expanduser().is_dir():
         raise ConfigError(f"data.root={cfg.data.root}: no such folder (it holds one folder per benchmark)")
     _profile_given(cfg)
@@ -212,11 +214,11 @@ def table_stage(cfg, out: Path) -> Path:
     rows = paper_table(collect(out / "eval"), reference, list(cfg.benchmarks), list(cfg.methods))
     _, md_path, markdown = write_paper_table(rows, out, reference, title=f"{cfg.paper.name} ({cfg.model.name})")
     print(markdown)
-    write_paper_report(out, rows, markdown)
+    write_paper_report(out, rows, markdown, title=f"layerprobe-paper: {cfg.paper.name} ({cfg.model.name})")
     return md_path
 
 
-def write_paper_report(out: Path, rows, markdown: str) -> Path | None:
+def write_paper_report(out: Path, rows, markdown: str, title: str) -> Path | None:
     """``<out>/report.html``: the paper table first, then what ``out`` holds (the sweeps, the
     discovery, the method comparison), through ``layerprobe.report``'s writer."""
     try:
@@ -226,7 +228,7 @@ def write_paper_report(out: Path, rows, markdown: str) -> Path | None:
             raise
         log.warning("report.html not written: this installation has no layerprobe.report")
         return None
-    path = write_report(out, extra=[("Paper table", rows), ("Paper table (Markdown)", markdown)])
+    path = write_report(out, extra=[("Paper table", rows), ("Paper table (Markdown)", markdown)], title=title)
     log.info("report: %s", path)
     return path
 

@@ -61,6 +61,11 @@ def test_table_numbers_match_a_direct_computation():
     assert rows.loc[("b", "contrastive"), "accuracy_ci_high"] == pytest.approx(high, abs=3)
     markdown = to_markdown(rows.reset_index(), REFERENCE, "T")
     assert "| average | vanilla | 16 | " in markdown and "| 55.19 |" in markdown
+    # averages over other benchmarks than the paper's are not set beside its averages
+    elsewhere = {**REFERENCE, "average_over": ["b", "c", "d"]}
+    other = paper_table(table, elsewhere, ["b", "c"], ["vanilla", "contrastive"]).set_index(["benchmark", "method"])
+    assert np.isnan(other.loc[("average", "vanilla"), "paper_accuracy"]) and other.loc[("b", "contrastive"), "paper_delta"] == 2.3
+    assert "The paper's averages are over b, c, d; this table's over b, c" in to_markdown(other.reset_index(), elsewhere)
     assert "The paper states: accuracy average/vanilla = 55.19; accuracy average/contrastive = 58.25; " \
            "delta b/contrastive = 2.3." in markdown
 

@@ -10,7 +10,8 @@ points as the paper reports them. Ours: the accuracy (the benchmark's metric: VQ
 match or ANLS) with its 95% bootstrap CI (the average's resamples within each benchmark), and the
 paired delta against vanilla with its 95% CI and sign-flip p (``evaluation.compare.compare``).
 The paper's: only the numbers ``reference`` states; a cell it does not state stays empty, and the
-Markdown lists which ones are there.
+Markdown lists which ones are there. The paper's averages are set beside ours only when ours
+average the same benchmarks (``reference["average_over"]``, where given).
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ def _accuracy_cis(table: pd.DataFrame, seed: int) -> dict[tuple[str, str], tuple
     return out
 
 
-def _stated(reference: dict, kind: str, bench: str, method: str) -> float:
+def comparable_average(reference: dict, benchmarks) -> bool:
+    """Whether our average is over the benchmarks the paper's averages are over."""
+    return set(reference.get("average_over") or benchmarks) == set(benchmarks)
+
+
+def _stated(reference: dict, kind: str, bench: str, method: str, benchmarks) -> float:
+    if bench == AVERAGE and not comparable_average(reference, benchmarks):
+        return math.nan
     value = ((reference.get(kind) or {}).get(bench) or {}).get(method)
     return float(value) if value is not None else math.nan
 
@@ -70,8 +78,8 @@ def paper_table(table: pd.DataFrame, reference: dict, benchmarks: list[str] | No
             row = {"benchmark": bench, "method": method, "n": int(r["n"]), "accuracy": 100 * r["accuracy"],
                    "accuracy_ci_low": low, "accuracy_ci_high": high, "delta": 100 * r["delta"],
                    "delta_ci_low": 100 * r["ci_low"], "delta_ci_high": 100 * r["ci_high"], "p": r["p"],
-                   "paper_accuracy": _stated(reference, "accuracy", bench, method),
-                   "paper_delta": _stated(reference, "delta", bench, method)}
+                   "paper_accuracy": _stated(reference, "accuracy", bench, method, benchmarks),
+                   "paper_delta": _stated(reference, "delta", bench, method, benchmarks)}
             row["accuracy_minus_paper"] = row["accuracy"] - row["paper_accuracy"]
             row["delta_minus_paper"] = row["delta"] - row["paper_delta"]
             rows.append(row)
@@ -113,6 +121,10 @@ def to_markdown(rows: pd.DataFrame, reference: dict, title: str = "") -> str:
     lines += ["", f"Source of the paper's numbers: {reference.get('source', 'not given')}.",
               "The paper states: " + ("; ".join(stated) if stated else "nothing") + ". Every other paper cell "
               "is not stated there and is left empty."]
+    ours = sorted(set(rows["benchmark"]) - {AVERAGE})
+    if not comparable_average(reference, ours):
+        lines.append(f"The paper's averages are over {', '.join(reference['average_over'])}; this table's over "
+                     f"{', '.join(ours)}, so they are not set beside ours.")
     if reference.get("notes"):
         lines.append(str(reference["notes"]).strip())
     return "\n".join(lines) + "\n"

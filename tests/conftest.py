@@ -14,6 +14,9 @@ from pathlib import Path
 # Tiny models: synchronising two threads costs more than it saves (one CLI sweep on 2 cores: 16.0 s
 # with one thread, 19.9 s with two), and the CLI tests' subprocesses inherit the setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No test reaches the Hugging Face Hub: downloads are tested against tests/mock_hub.py on 127.0.0.1,
+# in subprocesses that set HF_ENDPOINT to it (huggingface_hub reads both variables when imported).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch

@@ -30,7 +30,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
 from layerprobe.cli.report import write_page
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
@@ -97,7 +97,7 @@ def _header(cfg, loaded, data, method_options: dict, profile) -> dict:
     from layerprobe.methods.registry import takes_profile
 
     profile = profile if takes_profile(method_options["name"]) else None
-    identity = {"model": to_python(cfg.model), "data": to_python(cfg.data), "method": method_options,
+    identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "method": method_options,
                 "profile": profile}
     return {"config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
             "method": method_options, "profile": profile, "metric": data.metric, "layerprobe_version": __version__}

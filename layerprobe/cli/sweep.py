@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
 from layerprobe.cli.report import write_page
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
@@ -34,7 +34,7 @@ def sweep(cfg) -> None:
         log.info("keep_heap: freed memory stays in the heap: %s", keep_freed_memory())
     mask = to_python(cfg.mask)
     layers = to_python(cfg.layers)
-    identity = {"model": to_python(cfg.model), "data": to_python(cfg.data), "mask": mask, "layers": layers}
+    identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "mask": mask, "layers": layers}
     header = {
         "config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,

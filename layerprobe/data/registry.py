@@ -2,6 +2,7 @@
 
     data = load_benchmark("textvqa", root="/data/textvqa", limit=500, seed=0, num_shards=4, shard=1,
                           prompt={"ocr_tokens": True})
+    data = load_benchmark("vqav2")   # no root: the split of its Hub mirror, fetched into the cache (data.hub)
     data.prompt(data.samples[0])     # user text; the model adapter adds the chat template and image
     data.metric, data.max_new_tokens # "vqa_accuracy", 16: the benchmark's own unless overridden
     load_benchmark("docvqa", root="/data/docvqa", metric="exact_match", max_new_tokens=64)
@@ -31,6 +32,7 @@ from typing import Any
 from layerprobe.data import docvqa, gqa, okvqa, scenes, textvqa, vizwiz, vqav2
 from layerprobe.data._io import LAYOUTS, ON_ERROR, check_choice
 from layerprobe.data._parquet import materialize
+from layerprobe.data.hub import fetch_benchmark, has_mirror
 from layerprobe.data.metrics import METRICS
 from layerprobe.data.sample import Sample
 from layerprobe.errors import ConfigError
@@ -125,7 +127,7 @@ def subsample(samples: list, limit: int | None, seed: int) -> list:
 def load_benchmark(name: str, root=None, split: str | None = None, layout: str = "auto",
                    limit: int | None = None, seed: int = 0, num_shards: int = 1, shard: int = 0,
                    on_error: str = "raise", prompt: dict | None = None, metric: str | None = None,
-                   max_new_tokens: int | None = None) -> BenchmarkData:
+                   max_new_tokens: int | None = None, repo: str | None = None, download: bool = True) -> BenchmarkData:
     bench = get_benchmark(name)
     check_choice("data.layout", layout, LAYOUTS)
     check_choice("data.on_error", on_error, ON_ERROR)
@@ -133,7 +135,12 @@ def load_benchmark(name: str, root=None, split: str | None = None, layout: str =
     _check_decoding(metric, max_new_tokens)
     options = dict(prompt or {})
     _check_prompt_options(bench, options)
-    samples, skipped = bench.load(root, split or bench.DEFAULT_SPLIT, layout, on_error)
+    if not isinstance(download, bool):
+        raise ConfigError(f"data.download={download!r}: must be true or false")
+    split = split or bench.DEFAULT_SPLIT
+    if root is None and has_mirror(bench):  # data.root wins; without it, the mirror's split from the hub cache
+        root = fetch_benchmark(bench, split, repo, download)
+    samples, skipped = bench.load(root, split, layout, on_error)
     samples = subsample(samples, limit, seed)[shard::num_shards]
     # Only now are parquet images read (as raw bytes), for the samples this run will use.
     samples, unreadable = materialize(samples, on_error)

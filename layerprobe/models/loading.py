@@ -1,5 +1,5 @@
-"""Load a checkpoint (local path, a hub id already in the user's cache, or a built-in tiny
-model) with its processor and family adapter.
+"""Load a checkpoint (local path, a Hugging Face Hub id, or a built-in tiny model) with its
+processor and family adapter.
 
     loaded = load_model("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
     loaded = load_model("/ckpt/llava-v1.6-vicuna-7b-hf")
@@ -8,12 +8,13 @@ model) with its processor and family adapter.
     loaded = load_model("natural_organism")              # shipped, trained without planted layers
     inputs = loaded.encode([image], ["What is shown?"])  # chat template + processor, on device
 
-Nothing is downloaded: hub ids resolve from the local cache only.
+A hub id not in the Hugging Face cache is downloaded there first (``layerprobe.models.hub``);
+``download=False`` or ``HF_HUB_OFFLINE=1`` reads the cache only. The model then loads from that
+local folder.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def _resolve_dtype(dtype, device: str):
     return dtype
 
 
-def _resolve_path(name_or_path: str) -> str:
+def _resolve_path(name_or_path: str, download: bool = True) -> str:
     if name_or_path in SHIPPED_MODELS:
         shipped = SHIPPED_MODELS[name_or_path]
         if not (shipped / "config.json").is_file():
@@ -112,20 +113,19 @@ def _resolve_path(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
         raise ModelError(f"{name_or_path}: model path does not exist")
-    from huggingface_hub import snapshot_download
+    from layerprobe.models.hub import fetch_model
 
-    try:
-        return snapshot_download(name_or_path, local_files_only=True)
-    except Exception:
-        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-        raise ModelError(
-            f"model {name_or_path!r}: not a local path and not in the Hugging Face cache ({cache}); "
-            f"layerprobe never downloads: fetch it first (huggingface-cli download {name_or_path})"
-        ) from None
+    return fetch_model(name_or_path, download=download)
+
+
+def checkpoint_folder(name_or_path: str, download: bool = True) -> str | None:
+    """The local folder ``load_model(name_or_path)`` reads, fetched from the Hub if need be (to
+    download once before many jobs start); None for a built-in tiny model."""
+    return None if name_or_path.startswith("tiny:") else _resolve_path(name_or_path, download)
 
 
 def load_model(name_or_path: str, device: str | None = None, dtype=None,
-               attn_implementation: str = "sdpa") -> LoadedModel:
+               attn_implementation: str = "sdpa", download: bool = True) -> LoadedModel:
     """Model, processor and adapter for a checkpoint; see the module docstring."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _resolve_dtype(dtype, device)
@@ -141,7 +141,7 @@ def load_model(name_or_path: str, device: str | None = None, dtype=None,
     from transformers import AutoConfig, AutoProcessor
     import transformers
 
-    path = _resolve_path(name_or_path)
+    path = _resolve_path(name_or_path, download)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as err:

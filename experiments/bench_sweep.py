@@ -5,6 +5,7 @@ shapes of growing visual-token count.
     python experiments/bench_sweep.py --shapes llava-1.5 --samples 1 --skip-organism
     python experiments/bench_sweep.py --out bench.json       # also write the JSON line to a file
     python experiments/bench_sweep.py --table bench.json     # the README's rows from that JSON
+    python experiments/bench_sweep.py --shapes llava-1.5-7b,llava-1.6-7b --skip-organism --device cuda --dtype bfloat16
 
 Models are random, 32 layers, hidden 512, 8 heads, CLIP at 336 px / patch 14:
 
@@ -14,6 +15,13 @@ Models are random, 32 layers, hidden 512, 8 heads, CLIP at 336 px / patch 14:
   newline tokens (1,176 visual tokens);
 * ``llava-1.6-5tiles``: LLaVA-1.6 on a 672x672 image: the base view plus four tiles with newline
   tokens (2,928 visual tokens).
+
+``llava-1.5-7b`` and ``llava-1.6-7b`` are the same two prompts (one 336-px view; a 672-px image
+as base view plus four tiles) on random weights of the real 7B checkpoints' shape
+(``layerprobe.models.real_shape``: Vicuna-7B decoder, CLIP ViT-L/14-336), built on ``--device``
+in ``--dtype``: 576 and 2,928 visual tokens (2,880 patch tokens and 48 newline tokens). With
+``--smoke`` they keep their structure at tiny sizes and 56-px views, for a CPU run of the same
+code (``experiments/gpu_check.sh --cpu-smoke``).
 
 Answers are 3 tokens. Per shape it prints both times (the naive sweep is timed 8 conditions at
 a time with a whole fast sweep before and after each chunk; the fast engine's time is the mean of
@@ -47,6 +55,7 @@ from PIL import Image
 from layerprobe.core.generation import warm_up
 from layerprobe.evaluation.peak_memory import peak_memory
 from layerprobe.models.loading import LoadedModel
+from layerprobe.models.real_shape import build_real_shape
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny import build_tiny
 from layerprobe.sweep.conditions import sweep_conditions
@@ -58,12 +67,15 @@ QUESTION = "what is the color of the cup on the table in the middle of the pictu
 SUFFIX = "\nAnswer the question using a single word or phrase ."
 NEW_TOKENS = 3
 NAIVE_CHUNK = 8  # naive conditions timed between two fast sweeps
-# name: (tiny family, image side in pixels, default number of samples)
+# name: (tiny family, or "real:<checkpoint shape>", image side in views of the model, default number of samples)
 SHAPES = {
-    "llava-1.5": ("llava", 336, 2),
-    "llava-1.6-2tiles": ("llava_next", 336, 1),
-    "llava-1.6-5tiles": ("llava_next", 672, 1),
+    "llava-1.5": ("llava", 1, 2),
+    "llava-1.6-2tiles": ("llava_next", 1, 1),
+    "llava-1.6-5tiles": ("llava_next", 2, 1),
+    "llava-1.5-7b": ("real:llava15_7b", 1, 2),
+    "llava-1.6-7b": ("real:llava16_vicuna7b", 2, 1),
 }
+DEFAULT_SHAPES = ("llava-1.5", "llava-1.6-2tiles", "llava-1.6-5tiles")
 
 
 def token_layer_limit(system: int, visual: int, text: int, new: int, layers: int) -> dict:
@@ -74,19 +86,34 @@ def token_layer_limit(system: int, visual: int, text: int, new: int, layers: int
     return {"naive": naive, "ideal": ideal, "limit": naive / ideal}
 
 
-def random_model(family: str, hidden: int) -> LoadedModel:
-    model, processor = build_tiny(family, num_layers=32, hidden=hidden, heads=8, kv_heads=8,
-                                  image_size=336, patch=14, seed=0)
-    processor.chat_template = None  # the family's documented template (LLaVA-1.5: with its system prompt)
-    return LoadedModel(model, processor, adapter_for(model.config), f"{family}-shaped-h{hidden}")
+def random_model(source: str, hidden: int, device: str = "cpu", dtype: str = "float32",
+                 smoke: bool = False) -> LoadedModel:
+    """A tiny family's random model (``source`` a family) or a real checkpoint's shape
+    (``real:<name>``, built on ``device`` in ``dtype``)."""
+    if source.startswith("real:"):
+        loaded = build_real_shape(source[len("real:"):], device=device, dtype=dtype, smoke=smoke)
+    else:
+        model, processor = build_tiny(source, num_layers=32, hidden=hidden, heads=8, kv_heads=8,
+                                      image_size=336, patch=14, seed=0)
+        loaded = LoadedModel(model.to(device=device, dtype=getattr(torch, dtype)), processor,
+                             adapter_for(model.config), f"{source}-shaped-h{hidden}")
+    loaded.processor.chat_template = None  # the family's documented template (LLaVA-1.5: with its system prompt)
+    return loaded
+
+
+def view_size(loaded) -> int:
+    return loaded.model.config.vision_config.image_size
 
 
 def time_engine(engine, loaded, batches, conds, new):
-    """(wall seconds, CPU seconds of this process, answers)."""
+    """(wall seconds, CPU seconds of this process, answers); on CUDA the queued work is waited for."""
+    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
     answers = []
+    sync()
     start, cpu = time.perf_counter(), time.process_time()
     for inputs in batches:
         answers.append(engine.run_batch(loaded, inputs, conds, new))
+    sync()
     return time.perf_counter() - start, time.process_time() - cpu, answers
 
 
@@ -137,11 +164,16 @@ def compare(loaded, batches, new, label, memory: bool = True, chunk: int = NAIVE
     return out
 
 
-def run_shape(name: str, hidden: int, samples: int, cache: dict) -> dict:
-    family, side, _ = SHAPES[name]
+def run_shape(name: str, hidden: int, samples: int, cache: dict, device: str = "cpu", dtype: str = "float32",
+              smoke: bool = False) -> dict:
+    family, views, _ = SHAPES[name]
     if family not in cache:
-        cache[family] = random_model(family, hidden)
+        cache.clear()  # one model at a time: two 7B models need not share the device
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        cache[family] = random_model(family, hidden, device, dtype, smoke)
     loaded = cache[family]
+    side = views * view_size(loaded)
     rng = np.random.RandomState(0)
     batches = [loaded.encode([Image.fromarray(rng.randint(0, 255, (side, side, 3), dtype=np.uint8))],
                              [QUESTION + SUFFIX]) for _ in range(samples)]
@@ -151,10 +183,12 @@ def run_shape(name: str, hidden: int, samples: int, cache: dict) -> dict:
     system = int(visual_mask.nonzero()[0])
     text = ids.shape[1] - system - visual
     limit = token_layer_limit(system, visual, text, NEW_TOKENS, loaded.num_layers)["limit"]
-    print(f"[{name}] {family}, hidden {hidden}, {loaded.num_layers} layers, {system} system + {visual} visual + "
+    hidden = loaded.model.config.text_config.hidden_size
+    print(f"[{name}] {loaded.name}, hidden {hidden}, {loaded.num_layers} layers, {system} system + {visual} visual + "
           f"{text} text tokens, max_new_tokens={NEW_TOKENS}; token-layer limit {limit:.1f}x")
     result = compare(loaded, batches, NEW_TOKENS, f"{name}, {samples} sample(s), batch 1")
     return {"shape": name, "visual_tokens": visual, "prompt_tokens": ids.shape[1], "samples": samples,
+            "hidden": hidden, "device": str(loaded.device), "dtype": str(loaded.model.dtype).removeprefix("torch."),
             **result, "limit": round(limit, 2), "of_limit": round(result["speedup"] / limit, 3)}
 
 
@@ -198,10 +232,13 @@ def figure(record: dict, path: str) -> None:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    ap.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
     ap.add_argument("--samples", type=int, default=None, help="per shape (default: 2, 1, 1)")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU (times then wait for the device)")
+    ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    ap.add_argument("--smoke", action="store_true", help="the real shapes (*-7b) at tiny sizes, for a CPU check")
     ap.add_argument("--skip-organism", action="store_true")
     ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
                     help="keep: glibc keeps freed memory in the heap (fewer page faults, less noise); default: as is")
@@ -225,8 +262,8 @@ def main():
     torch.manual_seed(0)
     malloc = "kept heap" if args.malloc == "keep" and keep_freed_memory() else "default"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu, malloc {malloc}, "
-          f"load average {load}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, {args.dtype}, "
+          f"malloc {malloc}, load average {load}")
 
     if not args.skip_organism:
         try:
@@ -243,7 +280,8 @@ def main():
             print(f"[organism] skipped: {err}")
 
     models: dict = {}
-    shapes = [run_shape(n, args.hidden, args.samples or SHAPES[n][2], models) for n in names]
+    shapes = [run_shape(n, args.hidden, args.samples or SHAPES[n][2], models, args.device, args.dtype, args.smoke)
+              for n in names]
     first = shapes[0]
     record = {"speedup": first["speedup"], "limit": first["limit"], "agree": first["agree"],
               "shape": first["shape"], "threads": torch.get_num_threads(), "malloc": malloc,

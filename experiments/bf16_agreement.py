@@ -1,9 +1,10 @@
 """Do the fast and naive sweep engines give the same answers in bfloat16? Both engines run every
 condition of the default sweep (baseline + a knockout at every layer, image->text) on the same
-batches, in bf16 on the CPU, and every (sample, condition) answer is compared.
+batches, in bf16 on the CPU (or ``--device``), and every (sample, condition) answer is compared.
 
     python experiments/bf16_agreement.py                     # organism (all 512 samples) + tiny LLaVA-1.5/1.6
     python experiments/bf16_agreement.py --organism-samples 64 --tiny-samples 8 --threads 1
+    python experiments/bf16_agreement.py --device cuda      # the GPU's kernels (one fused SDPA call per layer)
 
 The fast engine attends over the shared prefix and over each stacked variant's own keys in two
 kernel calls per layer merged by their log-sum-exp
@@ -44,11 +45,11 @@ def agreement(loaded, batches, max_new_tokens: int) -> dict:
     return {"answers": total, "differ": differ, "rate": differ / max(1, total), "examples": examples[:5]}
 
 
-def organism_batches(samples: int, batch_size: int):
+def organism_batches(samples: int, batch_size: int, device: str = "cpu"):
     import layerprobe.organism as organism
     from layerprobe.data.registry import load_benchmark
 
-    loaded = organism.load(dtype="bfloat16")
+    loaded = organism.load(device=device, dtype="bfloat16")
     data = load_benchmark("organism", limit=samples)
     items = data.samples
     return loaded, [loaded.encode([s.load_image() for s in items[i:i + batch_size]],
@@ -56,11 +57,11 @@ def organism_batches(samples: int, batch_size: int):
                     for i in range(0, len(items), batch_size)], data.max_new_tokens
 
 
-def tiny_batches(family: str, samples: int, batch_size: int):
+def tiny_batches(family: str, samples: int, batch_size: int, device: str = "cpu"):
     import numpy as np
     from PIL import Image
 
-    loaded = layerprobe.load_model(f"tiny:{family}:32", device="cpu", dtype="bfloat16")
+    loaded = layerprobe.load_model(f"tiny:{family}:32", device=device, dtype="bfloat16")
     rng = np.random.RandomState(0)
     sizes = [(60, 80), (90, 40), (56, 56), (40, 100), (70, 70), (100, 50)]
     images = [Image.fromarray(rng.randint(0, 255, (*sizes[i % len(sizes)], 3), dtype=np.uint8)) for i in range(samples)]
@@ -75,13 +76,14 @@ def main():
     ap.add_argument("--tiny-samples", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}, bfloat16 on cpu")
+    print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}, bfloat16 on {args.device}")
     record = {}
-    runs = [("organism", lambda: organism_batches(args.organism_samples, args.batch_size))]
-    runs += [(f"tiny_{f}", lambda f=f: tiny_batches(f, args.tiny_samples, 4)) for f in ("llava", "llava_next")]
+    runs = [("organism", lambda: organism_batches(args.organism_samples, args.batch_size, args.device))]
+    runs += [(f"tiny_{f}", lambda f=f: tiny_batches(f, args.tiny_samples, 4, args.device)) for f in ("llava", "llava_next")]
     for name, make in runs:
         start = time.perf_counter()
         loaded, batches, new = make()

@@ -11,9 +11,10 @@ Shielded here, and the releases where each form appears:
 * The cache attribute of model outputs: ``past_key_values`` up to 5.23, ``cache`` from 5.24
   (``output_cache``).
 * ``DynamicCache`` storage: per-layer ``cache.layers[i].keys`` / ``.values`` (5.18+;
-  ``cache_layer``). A cache-like object handed to a decoder layer needs ``update(key, value,
-  layer_idx, *args)`` and ``get_seq_length``; the extra arguments (``cache_kwargs`` with
-  ``cache_position`` before 5.24) are ignored.
+  ``cache_layer``, ``cache_layers``; the model adapters hand them on as a component). A
+  cache-like object handed to a decoder layer needs ``update(key, value, layer_idx, *args)``
+  and ``get_seq_length``; the extra arguments (``cache_kwargs`` with ``cache_position`` before
+  5.24) are ignored.
 * ``position_ids`` as the language model's forward keyword (5.18+; ``captured_kwargs``).
 * ``PreTrainedModel.set_attn_implementation`` with its dict form ``{"text_config": name}``
   and ``config._attn_implementation`` (5.18+; ``set_text_attention``, ``text_attention``).
@@ -53,7 +54,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 __all__ = [
-    "cache_keyword", "output_cache", "cache_layer", "captured_kwargs", "call_decoder_layer",
+    "cache_keyword", "output_cache", "cache_layer", "cache_layers", "captured_kwargs", "call_decoder_layer",
     "set_text_attention", "text_attention", "register_attention", "stock_attention",
     "sdpa_attention_forward", "eager_attention_for", "rotary_embeddings", "processor_without_video",
     "set_post_processor", "attention_with_lse",
@@ -86,6 +87,11 @@ def cache_layer(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(keys, values) that ``cache`` holds for decoder layer ``layer``: (B, heads, T, head_dim)."""
     entry = cache.layers[layer]
     return entry.keys, entry.values
+
+
+def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) of every decoder layer ``cache`` holds."""
+    return [(entry.keys, entry.values) for entry in cache.layers]
 
 
 # forward calls ----------------------------------------------------------------------------

@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny LLaVA-1.5 / LLaVA-1.6 models with 32 decoder layers built from the real
-config classes, and small batches of images of different sizes (so LLaVA-1.6 layouts differ)."""
+"""Shared fixtures: tiny models with 32 decoder layers built from the real config classes, and
+small batches of images of different sizes (so LLaVA-1.6 layouts differ). Helpers that test
+modules import live in ``layerprobe_testing``, not here: ``tests.conftest`` is shadowed wherever
+an installed distribution ships a top-level ``tests`` package."""
 
 from __future__ import annotations
 
@@ -12,16 +14,17 @@ from pathlib import Path
 # Tiny models: synchronising two threads costs more than it saves (one CLI sweep on 2 cores: 16.0 s
 # with one thread, 19.9 s with two), and the CLI tests' subprocesses inherit the setting.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No test reaches the Hugging Face Hub: downloads are tested against tests/mock_hub.py on 127.0.0.1,
+# in subprocesses that set HF_ENDPOINT to it (huggingface_hub reads both variables when imported).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import layerprobe
+from layerprobe_testing import make_images
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-FAMILIES = ["llava", "llava_next"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -94,20 +97,6 @@ def tiny_models():
         return cache[key]
 
     return get
-
-
-def make_images(n: int, seed: int = 0) -> list[Image.Image]:
-    rng = np.random.RandomState(seed)
-    sizes = [(60, 80), (90, 40), (56, 56), (40, 100), (70, 70), (100, 50)]
-    return [Image.fromarray(rng.randint(0, 255, (*sizes[i % len(sizes)], 3), dtype=np.uint8)) for i in range(n)]
-
-
-QUESTIONS = [
-    "what color is the cat ?",
-    "how many people are there ?",
-    "is the sky blue ?",
-    "what is on the table ?",
-]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from layerprobe.data.registry import load_benchmark
 from layerprobe.sweep.conditions import sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.naive import NaiveEngine
-from tests.conftest import FAMILIES, QUESTIONS, make_images
+from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core
 
@@ -69,7 +69,7 @@ def test_fast_equals_naive_on_the_organism(organism_batch):
         assert moved == (c.layer in planted), c   # blind layers: bit-identical logits
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 def test_fast_equals_naive_on_tiny_llava_padded_batches(family):
     loaded = layerprobe.load_model(f"tiny:{family}:32", device="cpu")
     inputs = loaded.encode(make_images(4, seed=5), [q + "\nAnswer with one word." for q in QUESTIONS])

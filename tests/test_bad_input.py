@@ -79,9 +79,16 @@ def test_model_folder_without_config(capsys, tmp_path):
 
 
 def test_hub_id_not_in_cache(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # the tests run offline
     err = sweep_error(capsys, tmp_path, *data(VQAV2), "model.path=nobody-here/no-such-model")
-    assert "'nobody-here/no-such-model': not a local path and not in the Hugging Face cache" in err
+    assert "model nobody-here/no-such-model is not in the Hugging Face cache" in err and "HF_HUB_OFFLINE=1" in err
+
+
+def test_download_option_must_be_a_bool(capsys, tmp_path):
+    err = sweep_error(capsys, tmp_path, *data(VQAV2), "data.download=sometimes")
+    assert "data.download='sometimes': must be true or false" in err
 
 
 def test_unsupported_architecture(capsys, tmp_path):
@@ -153,9 +160,13 @@ def test_profile_file_missing_and_malformed(capsys, tmp_path):
 
 # -- data selection and files --------------------------------------------------------------------
 
-def test_data_root_not_set(capsys, tmp_path):
+def test_data_root_not_set_and_mirror_not_cached_offline(capsys, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # the tests run offline
     err = sweep_error(capsys, tmp_path, "data=vqav2")
-    assert "vqav2: data.root is not set" in err
+    assert "vqav2: mirror lmms-lab-encoder/VQAv2 (data/validation-*.parquet) is not in the Hugging Face cache" in err
+    assert "HF_HUB_OFFLINE=1" in err
 
 
 def test_data_root_missing(capsys, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from layerprobe.errors import ConfigError
 from layerprobe.methods.vicrop import _window_sums, crop_box, relative_attention
 from layerprobe.methods.registry import METHODS, make_method
-from tests.conftest import FAMILIES, QUESTIONS, make_images
+from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images, make_samples
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
@@ -33,7 +33,7 @@ def test_crop_box_centres_on_the_attention_peak():
     assert crop_box(att, (300, 300), bbox_size=336) == (0, 0, 300, 300)  # no bigger than one input
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 def test_relative_attention_and_vicrop_answers(tiny_models, family):
     loaded = tiny_models(family)
     images = make_images(3)
@@ -42,7 +42,7 @@ def test_relative_attention_and_vicrop_answers(tiny_models, family):
     method = make_method("vicrop", profile=PROFILE, layer=None, bbox_size=20)
     method.check(loaded)
     assert method.resolve_layer(loaded) == 8  # layer=null: the profile's deepest fusion layer
-    records = method.answer_batch(loaded, None, images, QUESTIONS[:3], max_new_tokens=2)
+    records = method.answer_batch(loaded, make_samples(images, QUESTIONS[:3]), images, QUESTIONS[:3], max_new_tokens=2)
     for image, rec in zip(images, records):
         x1, y1, x2, y2 = rec["crop_box"]
         assert 0 <= x1 < x2 <= image.size[0] and 0 <= y1 < y2 <= image.size[1]
@@ -57,17 +57,19 @@ def test_every_method_answers_a_padded_batch(tiny_models, name):
     loaded = tiny_models("llava_next")
     method = make_method(name, profile=PROFILE, **REQUIRED_OPTIONS.get(name, {}))
     method.check(loaded)
-    records = method.answer_batch(loaded, None, make_images(3), QUESTIONS[:3], max_new_tokens=2)
+    images = make_images(3)
+    records = method.answer_batch(loaded, make_samples(images, QUESTIONS[:3]), images, QUESTIONS[:3], max_new_tokens=2)
     assert len(records) == 3
     assert all({"prediction", "prefill_s", "total_s", "n_tokens"} <= set(r) for r in records)
 
 
 def test_vanilla_equals_contrastive_at_scale_one(tiny_models):
     loaded = tiny_models("llava")
-    args = (loaded, None, make_images(4), QUESTIONS, 4)
-    plain = make_method("vanilla").answer_batch(*args)
+    images = make_images(4)
+    args = (loaded, make_samples(images, QUESTIONS), images, QUESTIONS, 4)
+    vanilla = make_method("vanilla").answer_batch(*args)
     same = make_method("contrastive", profile=PROFILE, scale=1.0).answer_batch(*args)
-    assert [r["prediction"] for r in plain] == [r["prediction"] for r in same]
+    assert [r["prediction"] for r in vanilla] == [r["prediction"] for r in same]
 
 
 @pytest.mark.parametrize("name, options, message", [

@@ -16,6 +16,7 @@ from layerprobe.data import load_benchmark, registry
 from layerprobe.data._parquet import ParquetImage
 from layerprobe.errors import ConfigError, DataError
 from layerprobe.data.metrics import score
+from layerprobe_testing import one_line_error
 
 FIXTURE = Path(__file__).parent / "fixtures" / "benchmarks"
 CONF = Path(__file__).parents[1] / "conf" / "data"
@@ -33,14 +34,6 @@ def root(bench, layout):
 
 def pixels(sample):
     return np.asarray(sample.load_image())
-
-
-def one_line_error(exc_info, *fragments):
-    message = str(exc_info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert str(fragment) in message, message
-    return message
 
 
 @pytest.fixture
@@ -185,10 +178,14 @@ def test_unknown_benchmark_lists_the_known_ones():
     one_line_error(err, "vqa3", "known: ", *BENCHES)
 
 
-def test_root_missing_or_empty_names_the_expected_file(tmp_path):
+def test_root_missing_or_empty_names_the_expected_file(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # the tests run offline
     with pytest.raises(DataError) as err:
         load_benchmark("docvqa", root=None)
-    one_line_error(err, "data.root is not set", "val_v1.0_withQT.json")
+    one_line_error(err, "docvqa: mirror lmms-lab-encoder/DocVQA (DocVQA/validation-*.parquet) is not in the Hugging "
+                   "Face cache", "HF_HUB_OFFLINE=1", "or set data.root=")
     with pytest.raises(DataError) as err:
         load_benchmark("gqa", root=tmp_path / "nowhere")
     one_line_error(err, tmp_path / "nowhere", "testdev_balanced_questions.json")
@@ -363,7 +360,7 @@ def test_ocr_prompt_without_ocr_tokens_says_where_to_put_them(copy_of):
 def test_config_files_match_load_benchmark(bench):
     cfg = yaml.safe_load((CONF / f"{bench}.yaml").read_text())
     module = registry.BENCHMARKS[bench]
-    assert cfg["root"] == "???" and cfg["name"] == bench
+    assert cfg["root"] is None and cfg["repo"] is None and cfg["download"] is True and cfg["name"] == bench
     assert (cfg["metric"], cfg["max_new_tokens"]) == (module.METRIC, module.MAX_NEW_TOKENS)
     assert cfg["split"] == module.DEFAULT_SPLIT
     cfg["root"] = str(root(bench, "parquet"))

@@ -17,7 +17,7 @@ from layerprobe.methods.contrastive import (
 )
 from layerprobe.core.dispatch import controller
 from layerprobe.core.generation import generate_answers
-from tests.conftest import FAMILIES, QUESTIONS, make_images
+from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
@@ -34,7 +34,7 @@ def _record(loaded, inputs, layers):
     return rec
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 def test_last_row_attention_equals_eager_output_attentions(tiny_models, family):
     sdpa, eager = tiny_models(family, "sdpa"), tiny_models(family, "eager")
     inputs = _inputs(sdpa)
@@ -137,7 +137,7 @@ def test_percentile_ties_keep_tokens_equal_to_the_threshold():
     assert mask.sum().item() == 0  # threshold 0 (first sample) and 3 (second): nothing strictly below
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("target", ["attention", "values", "hidden"])
 def test_scale_one_is_bit_identical_to_plain_generation(tiny_models, family, attn, target):

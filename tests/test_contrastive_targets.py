@@ -12,7 +12,7 @@ import torch
 
 from layerprobe.compat import eager_attention_for, register_attention, set_text_attention
 from layerprobe.methods.contrastive import contrastive_attention
-from tests.conftest import QUESTIONS, make_images
+from layerprobe_testing import QUESTIONS, make_images
 
 pytestmark = pytest.mark.core
 

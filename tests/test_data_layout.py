@@ -8,7 +8,7 @@ import pytest
 
 from layerprobe.data import _io, _parquet, gqa, load_benchmark, registry
 from layerprobe.errors import DataError
-from tests.test_benchmarks import one_line_error
+from layerprobe_testing import one_line_error
 
 FIXTURE = Path(__file__).parent / "fixtures" / "benchmarks"
 BENCHES = ["vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"]

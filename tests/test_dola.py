@@ -19,8 +19,8 @@ import layerprobe
 from layerprobe.errors import ConfigError
 from layerprobe.methods.dola import (EMBEDDINGS, candidate_layers, contrast, dola, dola_scores, hidden_state_index,
                                      js_divergence, penalize_repeats, reference_divergence)
-from layerprobe.methods.registry import make_method
-from tests.conftest import FAMILIES, QUESTIONS, make_images
+from layerprobe.methods.registry import make_method, takes_profile
+from layerprobe_testing import LLAVA_FAMILIES, QUESTIONS, make_images, make_samples
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
@@ -158,8 +158,9 @@ def test_repetition_penalty_defaults_to_the_generation_config(sharp_models):
     config = loaded.model.generation_config
     try:
         config.repetition_penalty = 1.5
-        method = make_method("dola", profile=None)
-        [record] = method.answer_batch(loaded, None, make_images(1, seed=3), QUESTIONS[1:2], NEW_TOKENS)
+        method = make_method("dola")
+        images = make_images(1, seed=3)
+        [record] = method.answer_batch(loaded, make_samples(images, QUESTIONS[1:2]), images, QUESTIONS[1:2], NEW_TOKENS)
         with torch.no_grad(), dola(loaded, "low") as proc:
             ours = loaded.model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False,
                                          **proc.generate_kwargs)[0, n:].tolist()
@@ -271,7 +272,7 @@ def test_candidate_buckets_are_transformers_dola_layers():
 
 def test_tied_embeddings_skip_the_embedding_output():
     loaded = layerprobe.load_model("tiny:llava:8", device="cpu")
-    method = make_method("dola", profile=None)
+    method = make_method("dola")
     with dola(loaded, "low") as proc:
         assert proc.layers == [EMBEDDINGS, 1]
     loaded.model.get_output_embeddings().weight = loaded.model.get_input_embeddings().weight
@@ -280,7 +281,7 @@ def test_tied_embeddings_skip_the_embedding_output():
     method.check(loaded)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", LLAVA_FAMILIES)
 @pytest.mark.parametrize("apply_norm", [False, True])
 def test_padded_batch_first_token_equals_an_independent_computation(tiny_models, family, apply_norm):
     loaded = tiny_models(family)
@@ -290,7 +291,7 @@ def test_padded_batch_first_token_equals_an_independent_computation(tiny_models,
         out = loaded.model(**inputs, output_hidden_states=True)
         hooks_before = [(len(layer._forward_hooks), len(layer._forward_pre_hooks))  # transformers' own
                         for layer in loaded.decoder_layers]
-        norm = loaded.adapter.language_model(loaded.model).norm if apply_norm else (lambda x: x)
+        norm = loaded.model.model.language_model.norm if apply_norm else (lambda x: x)
         premature = torch.stack([loaded.model.lm_head(norm(out.hidden_states[hidden_state_index(layer)][:, -1]))
                                  for layer in layers])
         expected, choice = dola_scores(out.logits[:, -1], premature, alpha=0.1)
@@ -315,13 +316,16 @@ def test_method_options_are_checked():
     method = make_method("dola", profile={"anything": 1}, layers=[EMBEDDINGS, 3], criterion="js",
                          repetition_penalty=1.2, apply_norm=True)
     assert (method.layers, method.criterion, method.repetition_penalty) == ([EMBEDDINGS, 3], "js", 1.2)
+    # DoLa reads no layer profile: a profile given to every method is not part of its run's identity
+    assert not takes_profile("dola")
 
 
 def test_records_name_the_settings_and_the_layers(tiny_models):
     loaded = tiny_models("llava")
     method = make_method("dola", layers="high", repetition_penalty=1.2)
     method.check(loaded)
-    records = method.answer_batch(loaded, None, make_images(2), QUESTIONS[:2], max_new_tokens=3)
+    images = make_images(2)
+    records = method.answer_batch(loaded, make_samples(images, QUESTIONS[:2]), images, QUESTIONS[:2], max_new_tokens=3)
     for r in records:
         assert r["dola"] == {"criterion": "reference", "repetition_penalty": 1.2, "alpha": 0.1,
                              "apply_norm": False, "candidates": list(range(15, 30, 2))}

@@ -52,6 +52,8 @@ def test_eval_runs_all_four_methods_and_writes_table_and_figures(tmp_path):
     got = mass.set_index(["layer", "quantity"]).loc[("post", "suppressed_share_mean")]
     assert got["mean"] == pytest.approx(share.mean()) and got["median"] == pytest.approx(share.median())
     assert list((tmp_path / "vqav2" / "contrastive").glob("heatmap_*.png"))
+    page = (tmp_path / "report.html").read_text()  # the eval directory's page, written last
+    assert all(f"<td>{m}</td>" in page for m in ("vanilla", "contrastive", "dola", "vicrop")) and "heatmap" in page
     # a rerun resumes: nothing is recomputed, the table is the same
     again = _eval("method=vanilla", "model=tiny_llava15", "data=vqav2", f"data.root={FIXTURE}", "data.limit=4",
                   "data.max_new_tokens=2", "profile=llava15_7b", f"eval_dir={tmp_path}", "progress=false")

@@ -21,34 +21,16 @@ from layerprobe.methods.contrastive import contrastive_attention
 from layerprobe.core.dispatch import controller
 from layerprobe.models.registry import adapter_for
 from layerprobe.core.generation import generate_answers
-from tests.conftest import QUESTIONS, make_images
-from tests import test_knockout as foundation
-from tests.test_knockout import SUFFIX, _forward, check_against_hand_mask
-from tests.test_sweep_cli import FIXTURES, check_two_layer_run, run_multirun
+from layerprobe_testing import (
+    DOCUMENT, EDGE_SETS, FIXTURES, LLAVA_FAMILIES, QUESTIONS, SUFFIX, check_against_hand_mask,
+    check_batch_answers_equal_single_answers, check_knockout_is_local, check_no_op_is_bit_identical,
+    check_two_layer_run, forward, make_images, reference_visual, run_multirun, texts_of,
+)
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
-# First and last token of one image's document, as each family's processor writes it.
-DOCUMENT = {
-    "qwen2_vl": ("<|vision_start|>", "<|vision_end|>"),
-    "qwen2_5_vl": ("<|vision_start|>", "<|vision_end|>"),
-    "llava_onevision": ("<image>", "<image>"),
-    "internvl": ("<img>", "</img>"),
-    "idefics3": ("<fake_token_around_image>", "<fake_token_around_image>"),
-    "smolvlm": ("<fake_token_around_image>", "<fake_token_around_image>"),
-    "gemma3": ("<start_of_image>", "<end_of_image>"),
-}
-FAMILIES = list(DOCUMENT)
+FAMILIES_BEYOND_LLAVA = [f for f in DOCUMENT if f not in LLAVA_FAMILIES]
 FIXED_COUNT = {"gemma3"}  # 256 soft tokens per image whatever its size (no pan-and-scan)
-
-
-def reference_visual(loaded, family, ids):
-    """(B, T) bool: from the first document token through the last, found by token string."""
-    start, end = (loaded.tokenizer.convert_tokens_to_ids(t) for t in DOCUMENT[family])
-    pos = torch.arange(ids.shape[1])
-    first = torch.where(ids == start, pos, ids.shape[1]).min(dim=1).values
-    last = torch.where(ids == end, pos, -1).max(dim=1).values
-    return (pos[None] >= first[:, None]) & (pos[None] <= last[:, None])
 
 
 def _encode(loaded, n=4, seed=0):
@@ -57,14 +39,14 @@ def _encode(loaded, n=4, seed=0):
     return loaded.encode(make_images(n, seed=seed), [q + SUFFIX for q in QUESTIONS[:n]], questions=QUESTIONS[:n])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 def test_image_document_and_first_text_token(tiny_models, family):
     loaded = tiny_models(family)
     assert loaded.adapter.family == family and loaded.num_layers == 32
     assert type(adapter_for(loaded.model.config)) is type(loaded.adapter)
     inputs = _encode(loaded)
     ids = inputs["input_ids"]
-    layout = controller(loaded).set_sequence(ids, inputs["attention_mask"])
+    layout = controller(loaded).layout_of(ids, inputs["attention_mask"])
     expected = reference_visual(loaded, family, ids)
     assert torch.equal(layout.visual, expected)
     image_id = loaded.adapter.image_token_id(loaded.model)
@@ -78,21 +60,22 @@ def test_image_document_and_first_text_token(tiny_models, family):
     assert (len(set(counts.tolist())) > 1) == (family not in FIXED_COUNT)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_registered_backend_without_knockout_is_bit_identical(tiny_models, family, attn):
-    foundation.test_registered_backend_without_knockout_is_bit_identical(tiny_models, make_images(4), family, attn)
+    loaded = tiny_models(family, attn)
+    check_no_op_is_bit_identical(loaded, loaded.encode(make_images(4), QUESTIONS), attn)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 def test_knockout_is_local_to_its_layer(tiny_models, family):
     loaded = tiny_models(family)
     inputs = _encode(loaded)
-    foundation.check_knockout_is_local(loaded, inputs, reference_visual(loaded, family, inputs["input_ids"]))
+    check_knockout_is_local(loaded, inputs, reference_visual(loaded, family, inputs["input_ids"]))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("edges", ["image->text", "image->last", "image->question", "image->prompt"])
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
+@pytest.mark.parametrize("edges", EDGE_SETS)
 def test_knockout_matches_hand_edited_eager_mask(tiny_models, family, edges):
     loaded = tiny_models(family, "eager")
     inputs = _encode(loaded)
@@ -101,7 +84,7 @@ def test_knockout_matches_hand_edited_eager_mask(tiny_models, family, edges):
     check_against_hand_mask(loaded, inputs, edges, visual=visual, label=family, questions=QUESTIONS[:4])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 def test_knockout_blocks_generated_tokens_queries(tiny_models, family):
     loaded = tiny_models(family, "eager")
     inputs = _encode(loaded, 2)
@@ -120,23 +103,19 @@ def test_knockout_blocks_generated_tokens_queries(tiny_models, family):
         assert step[layer + 1][..., :T].permute(0, 3, 1, 2)[visual].abs().sum() > 0
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 def test_left_padded_batch_answers_equal_single_answers(tiny_models, family):
-    foundation.test_left_padded_batch_answers_equal_single_answers(tiny_models, family)
+    check_batch_answers_equal_single_answers(tiny_models(family))
 
 
-def _texts(result):
-    return {key: [a.text for a in answers] for key, answers in result.items()}
-
-
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 def test_fast_sweep_equals_naive(family):
     loaded = layerprobe.load_model(f"tiny:{family}:6")
     inputs = _encode(loaded, 4, seed=1)
     conds = sweep_conditions(loaded.num_layers)
     assert fast_engine_reason("image->text", loaded.adapter) is None
-    naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 4))
-    assert _texts(FastEngine(variants_per_batch=4).run_batch(loaded, inputs, conds, 4)) == naive
+    naive = texts_of(NaiveEngine().run_batch(loaded, inputs, conds, 4))
+    assert texts_of(FastEngine(variants_per_batch=4).run_batch(loaded, inputs, conds, 4)) == naive
     assert any(naive[c.key] != naive[conds[0].key] for c in conds[1:])
 
 
@@ -145,9 +124,9 @@ def test_fast_sweep_falls_back_to_naive_with_the_adapters_reason(caplog, monkeyp
     monkeypatch.setattr(loaded.adapter, "fast_sweep_reason", "no direct layer calls", raising=False)
     inputs = _encode(loaded, 2)
     conds = sweep_conditions(loaded.num_layers)
-    naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 2))
+    naive = texts_of(NaiveEngine().run_batch(loaded, inputs, conds, 2))
     with caplog.at_level(logging.WARNING, logger="layerprobe.sweep.engines.fast"):
-        fast = _texts(FastEngine().run_batch(loaded, inputs, conds, 2))
+        fast = texts_of(FastEngine().run_batch(loaded, inputs, conds, 2))
     assert fast == naive
     assert "engine=fast falls back to naive: gemma3: no direct layer calls" in caplog.text
 
@@ -171,8 +150,8 @@ def test_fast_sweep_with_mrope_for_every_edge_set():
     inputs = _encode(loaded, 3, seed=2)
     conds = sweep_conditions(loaded.num_layers, window=3)
     for edges in ("image->last", "image->question"):
-        naive = _texts(NaiveEngine(edges).run_batch(loaded, inputs, conds, 3))
-        assert _texts(FastEngine(edges, variants_per_batch=2).run_batch(loaded, inputs, conds, 3)) == naive
+        naive = texts_of(NaiveEngine(edges).run_batch(loaded, inputs, conds, 3))
+        assert texts_of(FastEngine(edges, variants_per_batch=2).run_batch(loaded, inputs, conds, 3)) == naive
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "idefics3", "gemma3"])
@@ -196,18 +175,18 @@ def test_contrastive_attention_through_the_adapter(tiny_models, family):
         with torch.no_grad():
             changed = sdpa.model(**inputs).logits
     assert all(r["n_suppressed"] > 0 for r in ca.records)
-    assert (changed - _forward(sdpa, inputs).logits).abs().max() > 1e-4
+    assert (changed - forward(sdpa, inputs).logits).abs().max() > 1e-4
 
 
 @pytest.fixture(scope="module")
 def family_sweeps(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweeps")
-    run_multirun(out, f"model={','.join(f'tiny_{f}' for f in FAMILIES)}", "data=vqav2",
+    run_multirun(out, f"model={','.join(f'tiny_{f}' for f in FAMILIES_BEYOND_LLAVA)}", "data=vqav2",
                  f"data.root={FIXTURES / 'vqav2' / 'official'}", "data.limit=2", "layers=[0,1]", "batch_size=2",
                  "engine=naive")
     return out
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_BEYOND_LLAVA)
 def test_sweep_cli_runs_each_family(family_sweeps, family):
     check_two_layer_run(family_sweeps / f"tiny_{family}" / "vqav2" / "image_text" / "shard0of1", 2)

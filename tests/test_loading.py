@@ -13,7 +13,7 @@ import torch
 import layerprobe
 from layerprobe.errors import ModelError
 from layerprobe.models.tiny import BUILDERS, build_tiny, save_tiny
-from tests.conftest import make_images
+from layerprobe_testing import make_images
 
 
 @pytest.mark.parametrize("family", ["llava", "llava_next"])
@@ -40,10 +40,12 @@ def test_unsupported_architecture_lists_supported(tmp_path):
 
 
 def test_missing_path_and_uncached_hub_id_fail_offline(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelError, match="model path does not exist"):
         layerprobe.load_model(str(tmp_path / "nope"))
-    with pytest.raises(ModelError, match="not in the Hugging Face cache.*never downloads"):
+    with pytest.raises(ModelError, match="someone/not-a-cached-model is not in the Hugging Face cache .*HF_HUB_OFFLINE=1"):
         layerprobe.load_model("someone/not-a-cached-model")
     with pytest.raises(ModelError, match="no config.json"):
         layerprobe.load_model(str(tmp_path))

@@ -14,11 +14,7 @@ from layerprobe.sweep.conditions import sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.memory import variant_cost
 from layerprobe.sweep.engines.naive import NaiveEngine
-from tests.conftest import QUESTIONS, make_images
-
-
-def _texts(result):
-    return {key: [a.text for a in answers] for key, answers in result.items()}
+from layerprobe_testing import QUESTIONS, make_images, texts_of
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +26,11 @@ def batch():
 
 def test_a_small_budget_splits_the_variants_and_keeps_the_answers(batch):
     loaded, inputs, conds = batch
-    naive = _texts(NaiveEngine().run_batch(loaded, inputs, conds, 4))
+    naive = texts_of(NaiveEngine().run_batch(loaded, inputs, conds, 4))
     sizes = {}
     for budget_mb in (0.01, 1.25, 1.5, 2, 3, 1024):
         engine = FastEngine(variants_per_batch="auto", memory_budget_gb=budget_mb / 1024)
-        assert _texts(engine.run_batch(loaded, inputs, conds, 4)) == naive, budget_mb
+        assert texts_of(engine.run_batch(loaded, inputs, conds, 4)) == naive, budget_mb
         sizes[budget_mb] = engine.last_group_size
     assert sizes[0.01] == 1 and sizes[1024] == 8  # nothing fits: one at a time; everything fits: all
     assert list(sizes.values()) == sorted(sizes.values())  # more memory, never fewer variants per pass

@@ -135,9 +135,9 @@ def test_training_forward_equals_generation():
 
 def test_missing_shipped_weights_are_a_one_line_error(monkeypatch):
     from layerprobe.errors import ModelError
-    from layerprobe.models import loading
+    from layerprobe.io import paths
 
-    monkeypatch.setitem(loading.SHIPPED, "natural_organism", "organism/no_such_weights")
+    monkeypatch.setitem(paths.SHIPPED_MODELS, "natural_organism", paths.PACKAGE_DIR / "organism" / "no_such_weights")
     with pytest.raises(ModelError, match=r"^model 'natural_organism': no weights at .*no_such_weights; train them") as err:
         load_model("natural_organism", device="cpu")
     assert "\n" not in str(err.value)

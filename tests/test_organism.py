@@ -128,7 +128,7 @@ def test_load_applies_the_planted_structure(loaded):
 def test_planted_mask_blocks_exactly_what_it_says(loaded, test_samples):
     ctrl = controller(loaded)
     inputs = loaded.encode([s.load_image() for s in test_samples[:2]], [s.question for s in test_samples[:2]])
-    layout = ctrl.set_sequence(inputs["input_ids"], inputs["attention_mask"])
+    layout = ctrl.layout_of(inputs["input_ids"], inputs["attention_mask"])
     q = layout.positions
     edit = next(e for e in ctrl.permanent if isinstance(e, PlantedEdit))
     vis = layout.visual[0].nonzero().flatten()
@@ -142,7 +142,6 @@ def test_planted_mask_blocks_exactly_what_it_says(loaded, test_samples):
         # visual tokens see BOS and themselves only
         v = int(vis[3])
         assert [int(p) for p in vis if not blocked[v, p]] == [v]
-    ctrl.set_layout(None)
 
 
 def test_baseline_accuracy(loaded, test_samples):

@@ -14,10 +14,9 @@ import yaml
 from layerprobe.analysis.discovery import discover, to_profile
 from layerprobe.errors import ProfileError
 from layerprobe.analysis.profiles import LayerProfile, load_profile, save_profile
+from planted_results import planted_table, shard, write_run
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))   # the planted-table builders live in test_discovery.py
-from test_discovery import planted_table, shard, write_run  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ["llava15_7b", "llava16_7b"])

@@ -26,10 +26,9 @@ import transformers  # noqa: E402
 import layerprobe  # noqa: E402
 from layerprobe.models.tiny import build_tiny, save_tiny  # noqa: E402
 from layerprobe.io.results import read_results  # noqa: E402
-from tests.conftest import QUESTIONS, make_images  # noqa: E402
-from tests.test_families import reference_visual  # noqa: E402
-from tests.test_knockout import SUFFIX, check_against_hand_mask  # noqa: E402
-from tests.test_sweep_cli import FIXTURES, ROOT  # noqa: E402
+from layerprobe_testing import (  # noqa: E402
+    EDGE_SETS, FIXTURES, QUESTIONS, ROOT, SUFFIX, check_against_hand_mask, make_images, reference_visual,
+)
 
 pytestmark = pytest.mark.core
 
@@ -46,7 +45,7 @@ REAL = {
     "smolvlm": ("tiny_smolvlm", "SmolVLMProcessor", "SmolVLMVideoProcessor"),
     "gemma3": ("tiny_gemma3", "Gemma3Processor", None),
 }
-FAMILIES = list(REAL)
+REAL_FAMILIES = list(REAL)
 NUM_LAYERS = 2
 
 
@@ -76,7 +75,7 @@ def _encode(loaded, n=4):
     return loaded.encode(make_images(n), [q + SUFFIX for q in QUESTIONS[:n]], questions=QUESTIONS[:n])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", REAL_FAMILIES)
 def test_path_loaded_processor_is_the_real_class(saved, path_loaded, family):
     path = saved / REAL[family][0]
     loaded = path_loaded(family)
@@ -111,7 +110,7 @@ def _features_per_image(loaded, output, images) -> list[int]:
     return [int(t) * features.shape[1] for t in tiles]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", REAL_FAMILIES)
 def test_image_token_expansion_equals_the_models_image_features(path_loaded, family, monkeypatch):
     loaded = path_loaded(family)
     images = make_images(4)
@@ -134,13 +133,13 @@ def test_image_token_expansion_equals_the_models_image_features(path_loaded, fam
     assert tokens == features
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", REAL_FAMILIES)
 def test_knockout_on_the_path_loaded_model_matches_hand_edited_eager_mask(path_loaded, family):
     loaded = path_loaded(family, "eager")
     inputs = _encode(loaded)
     assert (inputs["attention_mask"] == 0).any()  # left-padded: the questions differ in length
-    visual = None if family in ("llava", "llava_next") else reference_visual(loaded, family, inputs["input_ids"])
-    for edges in ("image->text", "image->last", "image->question", "image->prompt"):
+    visual = reference_visual(loaded, family, inputs["input_ids"])
+    for edges in EDGE_SETS:
         check_against_hand_mask(loaded, inputs, edges, layers=(0, 1), visual=visual, label=family,
                                 questions=QUESTIONS[:4])
 
@@ -191,7 +190,7 @@ def sweeps(saved, tmp_path_factory):
     return out, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", REAL_FAMILIES)
 def test_sweep_cli_on_the_saved_path(sweeps, saved, family):
     out, log = sweeps
     preset = REAL[family][0]

@@ -7,50 +7,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from layerprobe.io.results import read_results
+from layerprobe_testing import FIXTURES, ROOT, check_two_layer_run, run_multirun, run_sweep_cli, sweep_cmd
 
 pytestmark = pytest.mark.core  # also run on the oldest and newest supported transformers
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
 BENCHMARKS = ["vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"]
-
-
-def sweep_cmd(run_dir, *overrides):
-    return [sys.executable, "-m", "layerprobe.cli.sweep", f"run_dir={run_dir}", "progress=false", *overrides]
-
-
-def run_sweep_cli(run_dir, *overrides, check=True):
-    proc = subprocess.run(sweep_cmd(run_dir, *overrides), capture_output=True, text=True, cwd=ROOT, timeout=600)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def run_multirun(out, *overrides) -> None:
-    """One ``layerprobe-sweep -m`` process; run k lands in ``out/<model>/<data>/image_text/shard0of1``."""
-    cmd = [sys.executable, "-m", "layerprobe.cli.sweep", "-m", f"hydra.sweep.dir={out}", "progress=false",
-           "timing_samples=0", *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-
-
-def check_two_layer_run(run, n_samples: int) -> None:
-    table = read_results(run)
-    assert len(table) == n_samples * 3
-    assert set(table["condition"]) == {"baseline", "knockout"}
-    assert sorted(table["layer"].dropna().unique().tolist()) == [0, 1]
-    assert table["score"].between(0, 1).all()
-    summary = pd.read_csv(run / "summary.csv")
-    assert list(summary["condition"]) == ["baseline", "knockout", "knockout"]
-    assert {"accuracy", "ci_low", "ci_high", "latency_s"} <= set(summary.columns)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_images
 from layerprobe.data.sample import Sample
 from layerprobe.methods.vicrop import GENERIC_PROMPT, generic_prompts, relative_attention
+from layerprobe_testing import SUFFIX, make_images
 
 pytestmark = pytest.mark.core
-SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
 def _samples(questions):
@@ -26,7 +25,8 @@ def test_generic_prompt_keeps_the_prompt_around_the_question():
     ocr = ["what is written ?\nReference OCR token: stop" + SUFFIX]
     assert generic_prompts(_samples(["what is written ?"]), ocr) == [
         GENERIC_PROMPT + "\nReference OCR token: stop" + SUFFIX]
-    assert generic_prompts(None, prompts) == [GENERIC_PROMPT] * 2
+    # a question its prompt does not hold (or none at all): the generic prompt alone
+    assert generic_prompts(_samples(["what is absent ?", None]), prompts) == [GENERIC_PROMPT] * 2
 
 
 def _hand_map(loaded, images, texts, layer, side):

@@ -13,28 +13,36 @@ from layerprobe.errors import ConfigError, LayerprobeError
 
 # data.* keys passed to load_benchmark, which checks them; a null value means its default.
 DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt",
-             "metric", "max_new_tokens")
+             "metric", "max_new_tokens", "repo", "download")
 
 
-def plain(cfg) -> Any:
+def to_python(cfg) -> Any:
     from omegaconf import OmegaConf
 
     # scalars and None (layers=null: every layer) pass through; only config nodes are converted
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
+def identity(section) -> dict:
+    """A model or data config as part of a run's identity: whether files may be downloaded is not
+    what a run computes, and an unset mirror (``repo: null``) is left out, so a run resumes
+    whichever way its files were fetched, and runs written before these keys existed still do."""
+    values = to_python(section)
+    return {k: v for k, v in values.items() if k != "download" and not (k == "repo" and v is None)}
+
+
 def load_model_from(model_cfg):
     from layerprobe.models.loading import load_model
 
-    m = plain(model_cfg)
+    m = to_python(model_cfg)
     return load_model(m.get("path") or m["name"], device=m.get("device"), dtype=m.get("dtype"),
-                      attn_implementation=m.get("attn_implementation") or "sdpa")
+                      attn_implementation=m.get("attn_implementation") or "sdpa", download=m.get("download", True))
 
 
 def load_data_from(data_cfg):
     from layerprobe.data.registry import load_benchmark
 
-    d = plain(data_cfg)
+    d = to_python(data_cfg)
     return load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
 
 

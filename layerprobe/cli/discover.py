@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from layerprobe.cli.common import run_cli, run_options
+from layerprobe.cli.report import holds_runs, write_page
 from layerprobe.analysis.discovery import DEFAULTS, DiscoverOutput, discover_runs
 from layerprobe.errors import ProfileError
 from layerprobe.io.paths import CONF_DIR
@@ -30,6 +31,9 @@ def run_discover(cfg: Mapping[str, Any] | DictConfig) -> DiscoverOutput:
     result = discover_runs(runs, out=cfg.get("out"), figure=cfg.get("figure", True), **options)
     print(result.discovery.summary())
     print("wrote " + ", ".join(str(p) for p in result.written))
+    folder = result.written[0].parent
+    if holds_runs(folder):  # the discovery went into a run's folder (or one above runs): refresh its page
+        write_page(folder)
     if result.profile_error:
         raise ProfileError(result.profile_error)
     return result

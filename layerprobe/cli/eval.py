@@ -14,7 +14,7 @@ With ``baseline: vanilla`` (default) a missing vanilla run of the same model, da
 run first into ``<eval_dir>/<benchmark>/vanilla``. From all runs below ``eval_dir``:
 ``comparison.{csv,md,png,pdf}``, ``flips.csv``, ``<benchmark>/flips_<label>.png``, for swept
 options ``curves.csv`` and ``curve_<method>_<option>.{png,pdf}``, and for contrastive attention
-``pre_layers.png`` and ``<run>/heatmap_<sample>.png``.
+``pre_layers.png`` and ``<run>/heatmap_<sample>.png``; last, ``<eval_dir>/report.html`` over all of it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.report import write_page
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
@@ -54,7 +55,7 @@ def _label_value(value) -> str:
 def method_label(method) -> str:
     """A run's default label: the method's name, then ``option-value`` for each option that differs
     from the shipped defaults, so a multirun over an option writes one directory per value."""
-    options = plain(method)
+    options = to_python(method)
     defaults = _method_defaults(options["name"])
     changed = [f"{k}-{_label_value(v)}" for k, v in options.items()
                if k != "name" and (k not in defaults or defaults[k] != v)]
@@ -68,7 +69,7 @@ def _profile(cfg, loaded):
     from layerprobe.analysis.profiles import method_profile
 
     given = cfg.get("profile") or cfg.get("profile_file")
-    return method_profile(plain(given) if given is not None and not isinstance(given, str) else given, loaded)
+    return method_profile(to_python(given) if given is not None and not isinstance(given, str) else given, loaded)
 
 
 def _run_dir(cfg) -> Path:
@@ -96,8 +97,9 @@ def _header(cfg, loaded, data, method_options: dict, profile) -> dict:
     from layerprobe.methods.registry import takes_profile
 
     profile = profile if takes_profile(method_options["name"]) else None
-    identity = {"model": plain(cfg.model), "data": plain(cfg.data), "method": method_options, "profile": profile}
-    return {"config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
+    identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "method": method_options,
+                "profile": profile}
+    return {"config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
             "method": method_options, "profile": profile, "metric": data.metric, "layerprobe_version": __version__}
 
 
@@ -109,15 +111,15 @@ def _run_options(cfg) -> dict:
 def _baseline_run(eval_dir: Path, bench: str, header: dict) -> tuple[Path, set[str]]:
     """Where the vanilla run this comparison needs is, or goes (a vanilla run below ``eval_dir``
     with its exact identity, else ``<eval_dir>/<benchmark>/vanilla``), and the samples it holds."""
-    from layerprobe.evaluation.compare import BASELINE, collect
+    from layerprobe.evaluation.compare import REFERENCE_METHOD, collect
     from layerprobe.io.results import read_header
 
     table = collect(eval_dir)
-    rows = table[(table["benchmark"] == bench) & (table["condition"] == BASELINE)] if len(table) else table
+    rows = table[(table["benchmark"] == bench) & (table["condition"] == REFERENCE_METHOD)] if len(table) else table
     for run_dir, run in rows.groupby("run_dir", sort=True) if len(rows) else ():
         if read_header(Path(run_dir) / "results.jsonl").get("config_hash") == header["config_hash"]:
             return Path(run_dir), set(run["sample_id"].astype(str))
-    path = eval_dir / bench / BASELINE / "results.jsonl"
+    path = eval_dir / bench / REFERENCE_METHOD / "results.jsonl"
     if path.is_file() and read_header(path).get("config_hash") != header["config_hash"]:
         raise ConfigError(f"{path}: holds a vanilla run with another config (model, data or samples), and the "
                           f"comparison needs vanilla on this run's samples; use another eval_dir, or baseline=none")
@@ -127,7 +129,7 @@ def _baseline_run(eval_dir: Path, bench: str, header: dict) -> tuple[Path, set[s
 def run_baseline(cfg, loaded, data, eval_dir: Path) -> None:
     """Run vanilla on the same model, data and samples into ``eval_dir`` unless it is there
     (resumed where it is partly there)."""
-    from layerprobe.evaluation.compare import BASELINE as name
+    from layerprobe.evaluation.compare import REFERENCE_METHOD as name
     from layerprobe.evaluation.run import run_method
     from layerprobe.methods.registry import make_method
 
@@ -144,29 +146,30 @@ def run_baseline(cfg, loaded, data, eval_dir: Path) -> None:
 
 
 def evaluate(cfg) -> None:
-    from layerprobe.evaluation.compare import BASELINE
+    from layerprobe.evaluation.compare import REFERENCE_METHOD
     from layerprobe.evaluation.run import run_method
     from layerprobe.methods.registry import make_method
 
     run_dir = _run_dir(cfg)
     baseline = cfg.get("baseline") or "none"
-    if baseline not in (BASELINE, "none"):
-        raise ConfigError(f"baseline={baseline!r}: choose {BASELINE} (run it first where it is missing) or none")
+    if baseline not in (REFERENCE_METHOD, "none"):
+        raise ConfigError(f"baseline={baseline!r}: choose {REFERENCE_METHOD} (run it first where it is missing) "
+                          "or none")
     loaded = load_model_from(cfg.model)
     data = load_data_from(cfg.data)
-    options = plain(cfg.method)
+    options = to_python(cfg.method)
     name = options.pop("name")
     profile = _profile(cfg, loaded)
     method = make_method(name, profile=profile, **options)
     method.check(loaded)
-    header = _header(cfg, loaded, data, plain(cfg.method), profile)
+    header = _header(cfg, loaded, data, to_python(cfg.method), profile)
     if baseline != "none" and name != baseline:
         run_baseline(cfg, loaded, data, Path(cfg.eval_dir))
     log.info("%s on %s (%d samples) with %s, run dir %s", cfg.label, data.name, len(data.samples), loaded.name,
              run_dir)
     run_method(loaded, data, method, run_dir, header, maps_samples=cfg.maps_samples, label=cfg.label,
                **_run_options(cfg))
-    if name != BASELINE:
+    if name != REFERENCE_METHOD:
         time_against_vanilla(cfg, loaded, data, method, run_dir)
     report(Path(cfg.eval_dir), run_dir, loaded, data, method, cfg)
 
@@ -174,7 +177,7 @@ def evaluate(cfg) -> None:
 def time_against_vanilla(cfg, loaded, data, method, run_dir: Path) -> None:
     """``<run_dir>/timing.json``: the method and vanilla timed side by side on ``timing_samples``
     samples (once per run; 0 turns it off)."""
-    from layerprobe.evaluation.compare import BASELINE
+    from layerprobe.evaluation.compare import REFERENCE_METHOD
     from layerprobe.evaluation.paired_latency import paired_latency, read_paired_latency, write_paired_latency
     from layerprobe.methods.registry import make_method
 
@@ -183,7 +186,7 @@ def time_against_vanilla(cfg, loaded, data, method, run_dir: Path) -> None:
         raise ConfigError(f"timing_samples={n!r}: must be an integer >= 0")
     if n == 0 or read_paired_latency(run_dir) is not None:
         return
-    timing = paired_latency(loaded, data, method, make_method(BASELINE), n_samples=n, batch_size=cfg.batch_size)
+    timing = paired_latency(loaded, data, method, make_method(REFERENCE_METHOD), n_samples=n, batch_size=cfg.batch_size)
     if timing:
         write_paired_latency(run_dir, timing)
         log.info("side by side with vanilla on %d samples: latency x%.3f, prefill x%.3f", timing["n_samples"],
@@ -203,6 +206,7 @@ def report(eval_dir: Path, run_dir: Path, loaded, data, method, cfg) -> None:
     write_galleries(table, data, eval_dir / data.name, cfg.gallery_examples)
     method.draw(run_dir, loaded, data, cfg.heatmaps)
     log.info("comparison:\n%s", comparison.to_string(index=False))
+    write_page(eval_dir)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")

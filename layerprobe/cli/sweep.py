@@ -16,7 +16,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.report import write_page
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
@@ -32,7 +33,7 @@ def adaptive_design(cfg):
 
     if not cfg.get("adaptive"):
         return None, None, 0.0
-    d = dict(plain(cfg.design))
+    d = dict(to_python(cfg.design))
     shard_runs, wait_s = d.pop("shard_runs", None), float(d.pop("wait_s", 0) or 0)
     unknown = set(d) - set(Design.__dataclass_fields__)
     if unknown:
@@ -50,13 +51,13 @@ def sweep(cfg) -> None:
     loaded = load_model_from(cfg.model)
     if cfg.keep_heap and loaded.device.type == "cpu":
         log.info("keep_heap: freed memory stays in the heap: %s", keep_freed_memory())
-    mask = plain(cfg.mask)
-    layers = plain(cfg.layers)
-    identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}
+    mask = to_python(cfg.mask)
+    layers = to_python(cfg.layers)
+    identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "mask": mask, "layers": layers}
     if design is not None:   # a full sweep's hash stays what it was
         identity["adaptive"] = design.record()
     header = {
-        "config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
+        "config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
         "layerprobe_version": __version__, **({"adaptive": design.record()} if design else {}),
     }
@@ -79,6 +80,7 @@ def sweep(cfg) -> None:
                  summary[summary["condition"] != "baseline"].nsmallest(3, "accuracy")[["layer", "accuracy"]]
                  .to_dict("records"))
     log.info("wrote %s", run_dir)
+    write_page(run_dir)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="sweep", version_base="1.3")

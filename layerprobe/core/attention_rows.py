@@ -4,8 +4,10 @@ query/key states the attention function already receives: no ``output_attentions
     with controller(loaded).observe(LastRowRecorder({14})) as rec:
         loaded.model(**inputs)
     dist = visual_distribution(rec.scores[14], rec.layout.visual, heads="mean")   # (B, T), rows sum to 1
+    allowed = controller(loaded).last_row_allowed(14, rec.layout)  # the model's mask of that row
 
-``last_row_scores`` are the raw (pre-mask) logits ``q_last . k / sqrt(d)`` of every head. Two views:
+``last_row_scores`` are the raw (pre-mask) logits ``q_last . k * scaling`` of every head (the scale
+the model's adapter names, ``1 / sqrt(d)`` for most). Two views:
 
 - ``last_row_probs(scores, allowed)`` applies the mask the model used: it equals eager
   ``output_attentions[layer][:, :, -1]``;
@@ -26,14 +28,13 @@ from layerprobe.core.layout import TokenLayout
 HEAD_AGGREGATIONS = ("mean", "max", "mass")
 
 
-def last_row_scores(module, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+def last_row_scores(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
     """(B, H, kv) float32 logits of the last query row, GQA keys repeated to the query heads."""
     groups = query.shape[1] // key.shape[1]
     k = key.float()
     if groups > 1:
         k = k.repeat_interleave(groups, dim=1)  # same order as transformers' repeat_kv
     q = query[:, :, -1:].float()
-    scaling = getattr(module, "scaling", query.shape[-1] ** -0.5)
     return (q @ k.transpose(-1, -2))[:, :, 0] * scaling
 
 
@@ -86,7 +87,7 @@ class LastRowRecorder:
     def layers(self) -> set[int]:
         return self._layers
 
-    def observe(self, layer, module, query, key, layout, q_pos) -> None:
+    def observe(self, layer, query, key, scaling, layout, q_pos) -> None:
         if is_prefill(layout, q_pos):
-            self.scores[layer] = last_row_scores(module, query, key)
+            self.scores[layer] = last_row_scores(query, key, scaling)
             self.layout = layout

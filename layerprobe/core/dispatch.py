@@ -12,6 +12,8 @@ of that forward then tells how many positions were already cached (key length mi
 length), whatever the cache keyword is called in the installed transformers. Mask edits
 return the (query, key) pairs to block; observers read the last query row (contrastive
 attention). Untouched layers get exactly the stock call, so no-op runs are bit-identical.
+An engine that computes attention its own way over states it holds (the fast sweep engine)
+replaces the whole call while ``ctrl.replacing(fn)`` is active.
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ class MaskEdit(Protocol):
 
 
 class AttentionObserver(Protocol):
+    """Reads an attention call: its query and key states (after RoPE, keys of every position so
+    far) and the scale the model multiplies their products by."""
+
     def layers(self) -> set[int]: ...
 
-    def observe(self, layer: int, module, query, key, layout: TokenLayout, q_pos: torch.Tensor) -> None: ...
+    def observe(self, layer: int, query, key, scaling: float, layout: TokenLayout, q_pos: torch.Tensor) -> None: ...
 
 
 def _base_function(name: str, module) -> Callable:
@@ -59,18 +64,20 @@ def _base_function(name: str, module) -> Callable:
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
     ctrl = _CONTROLLERS.get(module)
+    if ctrl is not None and ctrl.replacement is not None:
+        return ctrl.replacement(module, query, key, value, attention_mask, **kwargs)
     base_name = ctrl.base if ctrl is not None else "sdpa"
     base = _base_function(base_name, module)
-    if ctrl is not None and ctrl.override is not None:
-        return ctrl.override(module, query, key, value, attention_mask, **kwargs)
-    if ctrl is None or not ctrl.busy or ctrl.passing_through:
+    if ctrl is None or not ctrl.busy:
         return base(module, query, key, value, attention_mask, **kwargs)
     layer = ctrl.layer_of[module]
     layout = ctrl.layout_for(key.shape[2], query.shape[2])
     q_pos = torch.arange(key.shape[2] - query.shape[2], key.shape[2], device=query.device)
-    for obs in ctrl.observers:
-        if layer in obs.layers():
-            obs.observe(layer, module, query, key, layout, q_pos)
+    watching = [obs for obs in ctrl.observers if layer in obs.layers()]
+    if watching:
+        scaling = ctrl.adapter.attention_scaling(module)
+        for obs in watching:
+            obs.observe(layer, query, key, scaling, layout, q_pos)
     blocked = ctrl.blocked(layer, layout, q_pos)
     bias = ctrl.bias(layer, layout, q_pos)
     if blocked is None and bias is None:
@@ -108,7 +115,10 @@ del _name
 class Controller:
     """Per-model state: the layer of each attention module, the active edits and observers,
     and the token layout of the sequence being run. Installs the dispatching backend only
-    while something is active (or permanently, for models with a built-in structure)."""
+    while something is active (or permanently, for models with a built-in structure).
+
+    Modes: ``edit`` (blocked pairs, soft biases), ``observe`` (read rows), ``add_permanent`` (the
+    model's own structure) and ``replacing`` (an engine's own attention for every call)."""
 
     def __init__(self, model, adapter):
         self.model_ref = weakref.ref(model)
@@ -123,10 +133,9 @@ class Controller:
         self._hook = None
         self._layout: TokenLayout | None = None
         self._pending: tuple | None = None  # (input_ids, attention_mask) of a forward not yet placed
-        self._annotations: list[tuple] = []  # (input_ids, question mask) from encode(questions=)
-        self.passing_through = False
+        self._annotations: list[tuple] = []  # (input_ids, question mask, sample keys) from encode()
         # replaces the whole attention call while set (the fast sweep engine's shared prefix)
-        self.override: Callable | None = None
+        self.replacement: Callable | None = None
         for module in self.layer_of:
             _CONTROLLERS[module] = self
 
@@ -147,7 +156,7 @@ class Controller:
         self._hook = model.register_forward_pre_hook(self._track_layout, with_kwargs=True)
 
     def _uninstall(self) -> None:
-        if self._hook is None or self.busy:
+        if self._hook is None or self.busy or self.replacement is not None:
             return
         self._hook.remove()
         self._hook = None
@@ -155,51 +164,46 @@ class Controller:
         self._pending = None
         set_text_attention(self.model_ref(), self.base)
 
-    @contextlib.contextmanager
     def edit(self, edit: MaskEdit):
-        self._install()
-        self.edits.append(edit)
-        try:
-            yield edit
-        finally:
-            self.edits.remove(edit)
-            self._uninstall()
+        """Apply ``edit`` to every forward call inside the context."""
+        return self._active(self.edits, edit)
 
-    @contextlib.contextmanager
     def observe(self, observer: AttentionObserver):
+        """Show ``observer`` the attention calls of its layers inside the context."""
+        return self._active(self.observers, observer)
+
+    @contextlib.contextmanager
+    def _active(self, active: list, item):
         self._install()
-        self.observers.append(observer)
+        active.append(item)
         try:
-            yield observer
+            yield item
         finally:
-            self.observers.remove(observer)
+            active.remove(item)
             self._uninstall()
 
     @contextlib.contextmanager
-    def passthrough(self):
-        """Calls inside get the stock function with the mask they pass: for callers (the fast
-        sweep engine) that build complete masks themselves."""
-        self.passing_through = True
-        try:
-            yield
-        finally:
-            self.passing_through = False
-
-    @contextlib.contextmanager
-    def overriding(self, attention: Callable):
+    def replacing(self, attention: Callable):
         """Every attention call inside runs ``attention(module, query, key, value, mask, **kwargs)``
-        instead of the stock function: for engines that compute attention their own way over
-        states they hold (the fast sweep engine's prefix shared by many variants)."""
-        self.override = attention
+        instead of the stock function and the edits: for engines that compute attention their own
+        way over states they hold, with complete masks they build themselves (the fast sweep
+        engine's prefix shared by many variants)."""
+        self._install()
+        self.replacement = attention
         try:
             yield
         finally:
-            self.override = None
+            self.replacement = None
+            self._uninstall()
 
     def add_permanent(self, edit: MaskEdit) -> None:
         """A structural mask that is part of the model (the organism's planted layers)."""
         self._install()
         self.permanent.append(edit)
+
+    def remove_permanent(self, edit: MaskEdit) -> None:
+        self.permanent.remove(edit)
+        self._uninstall()
 
     # layout -----------------------------------------------------------------------------
     def _track_layout(self, module, args, kwargs):
@@ -208,32 +212,32 @@ class Controller:
         if input_ids is None:
             self._layout = None
 
+    def layout_of(self, input_ids, attention_mask) -> TokenLayout:
+        """The layout of a prompt batch, with what ``annotate`` said about exactly these ids."""
+        visual = self.adapter.visual_token_mask(self.model_ref(), input_ids)
+        question, keys = next(((q, k) for ids, q, k in self._annotations if ids.shape == input_ids.shape
+                               and torch.equal(ids, input_ids)), (None, None))
+        return TokenLayout.from_ids(input_ids, attention_mask, visual, question=question, sample_keys=keys)
+
     def set_sequence(self, input_ids, attention_mask, past: int = 0) -> TokenLayout:
         """Record the tokens of a forward call; ``past`` tokens are already in the cache."""
         if past == 0 or self._layout is None:
-            visual = self.adapter.visual_token_mask(self.model_ref(), input_ids)
-            question = next((q for ids, q in self._annotations if ids.shape == input_ids.shape
-                             and torch.equal(ids, input_ids)), None)
-            self._layout = TokenLayout.from_ids(input_ids, attention_mask, visual, question=question)
+            self._layout = self.layout_of(input_ids, attention_mask)
         else:
             # Decode steps feed generated text: never visual, even a generated image-marker token.
-            visual = torch.zeros_like(input_ids, dtype=torch.bool)
             old = self._layout.truncate(past)
-            valid = torch.cat([old.valid, torch.ones_like(visual)], dim=1)
+            valid = torch.cat([old.valid, torch.ones_like(input_ids, dtype=torch.bool)], dim=1)
             if attention_mask is not None and attention_mask.shape[1] == valid.shape[1]:
                 valid = attention_mask.bool()
-            question = None if old.question_tokens is None else torch.cat([old.question_tokens, visual], 1)
-            self._layout = TokenLayout(valid, torch.cat([old.visual, visual & valid[:, past:]], 1), old.prompt_len,
-                                       question)
+            self._layout = old.appended(torch.zeros_like(input_ids, dtype=torch.bool), valid)
         return self._layout
 
-    def annotate(self, input_ids: torch.Tensor, question: torch.Tensor) -> None:
-        """Where the question sits in a batch about to run: (B, T) bool over ``input_ids``. A
-        forward on exactly these ids gets it in its layout (the last few batches are kept)."""
-        self._annotations = [(input_ids, question), *self._annotations[:3]]
-
-    def set_layout(self, layout: TokenLayout | None) -> None:
-        self._layout = layout
+    def annotate(self, input_ids: torch.Tensor, question: torch.Tensor | None = None,
+                 sample_keys: torch.Tensor | None = None) -> None:
+        """What the layout of a batch about to run cannot read from its ids: where each question
+        sits, (B, T) bool over ``input_ids``, and each sample's key, (B,). A forward on exactly
+        these ids gets them in its layout (the last few batches are kept)."""
+        self._annotations = [(input_ids, question, sample_keys), *self._annotations[:3]]
 
     def layout_for(self, kv_len: int, q_len: int | None = None) -> TokenLayout:
         """The layout of the sequence an attention call sees (``kv_len`` keys, ``q_len`` queries).
@@ -255,28 +259,31 @@ class Controller:
             )
         return layout
 
-    def bias(self, layer: int, layout: TokenLayout, q_pos) -> torch.Tensor | None:
-        """Sum of the soft masks of the active edits at ``layer`` (None: no edit has one)."""
-        out = None
-        for edit in self.edits:
-            wanted = edit.layers()
-            if not hasattr(edit, "bias") or (wanted is not None and layer not in wanted):
-                continue
-            b = edit.bias(layer, layout, q_pos)
-            if b is not None:
-                out = b if out is None else out + b
-        return out
-
     def blocked(self, layer: int, layout: TokenLayout, q_pos) -> torch.Tensor | None:
-        out = None
-        for edit in (*self.permanent, *self.edits):
-            wanted = edit.layers()
-            if wanted is not None and layer not in wanted:
-                continue
-            b = edit.blocked(layer, layout, q_pos)
-            if b is not None:
-                out = b if out is None else out | b
-        return out
+        """(B, q, kv): the union of what the permanent and the active edits block at ``layer``."""
+        return _combined((*self.permanent, *self.edits), "blocked", layer, layout, q_pos, torch.logical_or)
+
+    def bias(self, layer: int, layout: TokenLayout, q_pos) -> torch.Tensor | None:
+        """(B, q, kv): the sum of the active edits' soft masks at ``layer`` (None: no edit has one)."""
+        return _combined(self.edits, "bias", layer, layout, q_pos, torch.add)
+
+    def last_row_allowed(self, layer: int, layout: TokenLayout) -> torch.Tensor:
+        """(B, kv) bool: the keys the last query row sees at ``layer``: no padding, and no pair a
+        hard edit (permanent or active) blocks there."""
+        blocked = self.blocked(layer, layout, layout.positions[-1:])
+        return layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+
+
+def _combined(edits, what: str, layer: int, layout: TokenLayout, q_pos, join) -> torch.Tensor | None:
+    out = None
+    for edit in edits:
+        wanted, method = edit.layers(), getattr(edit, what, None)
+        if method is None or (wanted is not None and layer not in wanted):
+            continue
+        part = method(layer, layout, q_pos)
+        if part is not None:
+            out = part if out is None else join(out, part)
+    return out
 
 
 _BY_MODEL: "weakref.WeakKeyDictionary[torch.nn.Module, Controller]" = weakref.WeakKeyDictionary()

@@ -7,24 +7,17 @@ the last prompt token and generated tokens, derived from the input ids of each f
     layout.first_text      # (B,) index of the first text token after the visual tokens
 
 Positions are indices into the (left-padded) sequence as the model's key/value cache holds it, so
-they stay valid across decode steps; nothing assumes a token count or a prompt length.
+they stay valid across decode steps; nothing assumes a token count or a prompt length. Which of
+these positions an edge set edits is its own definition (``layerprobe.core.edges``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from layerprobe.errors import ConfigError
-
-EDGE_SETS = ("image->text", "image->last", "image->question", "image->prompt")
-
-
-def check_edges(edges: str) -> str:
-    if edges not in EDGE_SETS:
-        raise ConfigError(f"edges={edges!r}: unknown edge set; choose one of {', '.join(EDGE_SETS)}")
-    return edges
 
 
 @dataclass
@@ -34,13 +27,15 @@ class TokenLayout:
     prompt_len: int  # positions >= prompt_len were generated
     # (B, T) the question's own tokens, where the caller said where the question is (encode(questions=))
     question_tokens: torch.Tensor | None = None
+    # (B,) int64 each sample's key, for per-sample seeded choices (encode(sample_ids=))
+    sample_keys: torch.Tensor | None = None
 
     @classmethod
     def from_ids(cls, input_ids, attention_mask, visual, prompt_len: int | None = None,
-                 question: torch.Tensor | None = None) -> "TokenLayout":
+                 question: torch.Tensor | None = None, sample_keys: torch.Tensor | None = None) -> "TokenLayout":
         valid = torch.ones_like(visual) if attention_mask is None else attention_mask[:, : visual.shape[1]].bool()
         return cls(valid=valid, visual=visual & valid, prompt_len=prompt_len or visual.shape[1],
-                   question_tokens=None if question is None else question & valid)
+                   question_tokens=None if question is None else question & valid, sample_keys=sample_keys)
 
     @property
     def length(self) -> int:
@@ -55,12 +50,6 @@ class TokenLayout:
         """(B,) index of the last visual token, -1 where a sample has none."""
         idx = torch.where(self.visual, self.positions, torch.full_like(self.positions, -1))
         return idx.max(dim=1).values
-
-    @property
-    def first_visual(self) -> torch.Tensor:
-        """(B,) index of the first visual token, T where a sample has none."""
-        big = torch.full_like(self.positions, self.length)
-        return torch.where(self.visual, self.positions, big).min(dim=1).values
 
     @property
     def first_text(self) -> torch.Tensor:
@@ -93,9 +82,9 @@ class TokenLayout:
     def question(self) -> torch.Tensor:
         """The question's own tokens (not the instruction after it, not the template's tokens)."""
         if self.question_tokens is None:
-            raise ConfigError("edges='image->question' needs the question's tokens: encode the batch with "
-                              "loaded.encode(images, prompts, questions=...) (the sweep does), or use "
-                              "'image->prompt' for all prompt text after the image")
+            raise ConfigError("edges='image->question' (or another edge set on the question) needs the question's "
+                              "tokens: encode the batch with loaded.encode(images, prompts, questions=...) (the "
+                              "sweep does), or use 'image->prompt' for all prompt text after the image")
         return self.question_tokens
 
     def allowed(self, q_pos: torch.Tensor) -> torch.Tensor:
@@ -104,34 +93,21 @@ class TokenLayout:
         kv = self.positions.to(q_pos.device)
         return (kv[None, :] <= q_pos[:, None])[None] & self.valid[:, None, :]
 
-    def blocked_by(self, edges: str, q_pos: torch.Tensor) -> torch.Tensor:
-        """(B, q, kv) bool: the (query, key) pairs an ``edges`` knockout removes for queries at
-        ``q_pos``: its query positions against every visual key. The one definition of a knockout,
-        used by the dispatcher and by the fast sweep engine alike."""
-        return self.queries(edges)[:, q_pos][:, :, None] & self.visual[:, None, :]
-
-    def queries(self, edges: str) -> torch.Tensor:
-        """(B, T) positions whose attention to visual keys an edge set blocks."""
-        check_edges(edges)
-        if edges == "image->text":
-            return self.text_after
-        if edges == "image->last":
-            return (self.last_prompt | self.generated) & self.text_after
-        if edges == "image->prompt":
-            return self.prompt_text
-        return self.question
-
     def extend(self, n_new: int, attention_mask=None) -> "TokenLayout":
         """The layout after ``n_new`` more tokens (generated ones unless still inside the prompt)."""
-        b = self.visual.shape[0]
-        pad = torch.zeros(b, n_new, dtype=torch.bool, device=self.visual.device)
+        pad = torch.zeros(self.visual.shape[0], n_new, dtype=torch.bool, device=self.visual.device)
         valid = torch.cat([self.valid, ~pad], dim=1)
         if attention_mask is not None and attention_mask.shape[1] >= valid.shape[1]:
             valid = attention_mask[:, : valid.shape[1]].bool()
-        question = None if self.question_tokens is None else torch.cat([self.question_tokens, pad], dim=1)
-        return TokenLayout(valid=valid, visual=torch.cat([self.visual, pad], dim=1), prompt_len=self.prompt_len,
-                           question_tokens=question)
+        return self.appended(pad, valid)
+
+    def appended(self, visual: torch.Tensor, valid: torch.Tensor) -> "TokenLayout":
+        """This layout followed by new positions (``visual`` among them; ``valid`` the whole row)."""
+        question = None if self.question_tokens is None else torch.cat(
+            [self.question_tokens, torch.zeros_like(visual)], dim=1)
+        return replace(self, valid=valid, visual=torch.cat([self.visual, visual], dim=1), question_tokens=question)
 
     def truncate(self, length: int) -> "TokenLayout":
         question = None if self.question_tokens is None else self.question_tokens[:, :length]
-        return TokenLayout(self.valid[:, :length], self.visual[:, :length], min(self.prompt_len, length), question)
+        return replace(self, valid=self.valid[:, :length], visual=self.visual[:, :length],
+                       prompt_len=min(self.prompt_len, length), question_tokens=question)

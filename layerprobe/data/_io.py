@@ -76,13 +76,18 @@ class Layouts:
 
     @property
     def pattern(self) -> str:
-        return f"{self.folder}/{self.split}-*.parquet"
+        return mirror_pattern(self.folder, self.split)
 
     def official_file(self, root: Path) -> Path | None:
         return next((root / rel for rel in self.official if (root / rel).is_file()), None)
 
     def parquet_files(self, root: Path) -> list[Path]:
         return mirror_files(root, self.folder, self.split)
+
+
+def mirror_pattern(folder: str, split: str) -> str:
+    """The mirror's files of one split, as a glob relative to the repository (or ``data.root``)."""
+    return f"{folder}/{split}-*.parquet"
 
 
 def mirror_files(root: Path, folder: str, split: str) -> list[Path]:

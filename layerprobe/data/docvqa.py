@@ -6,10 +6,11 @@
 
 Official layout: {split}_v1.0_withQT.json (or {split}_v1.0.json) in root, images at the path each
 record names (documents/*.png), relative to root.
-Parquet mirror (lmms-lab/DocVQA, config DocVQA): DocVQA/{validation,test}-*.parquet.
+Parquet mirror (lmms-lab-encoder/DocVQA, config DocVQA): DocVQA/{validation,test}-*.parquet.
 """
 
-from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, json_records, locate, pick_split
+from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, json_records, locate, mirror_pattern,
+                                 pick_split)
 from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
@@ -21,6 +22,7 @@ MAX_NEW_TOKENS = 32
 DEFAULT_SPLIT = "val"
 SPLITS = {"val": ("validation", True), "test": ("test", False), "train": ("train", True)}  # -> mirror split, answers
 CONFIG = "DocVQA"
+HUB_REPO = "lmms-lab-encoder/DocVQA"   # the parquet mirror lmms-eval reads (layerprobe.data.hub)
 EXTRA_KEYS = {"docId": "doc_id", "question_types": "question_types", "ucsf_document_id": "ucsf_document_id",
               "ucsf_document_page_no": "ucsf_document_page_no"}
 
@@ -38,6 +40,10 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
         rows = parquet_records(found.files, ("questionId", "question"))
         records.run(((rec, has_answers, image) for rec, image in rows), _sample)
     return records.result
+
+
+def mirror_patterns(split: str) -> tuple[str, ...]:
+    return (mirror_pattern(CONFIG, pick_split(NAME, SPLITS, split)[0]),)
 
 
 def _official(record: Record, has_answers: bool, root) -> Sample:

@@ -6,14 +6,14 @@
 
 Official layout: {tier}_questions.json (dict questionId -> record) in root, images/{imageId}.jpg
 (or {imageId}.jpg in root when there is no images/ folder).
-Parquet mirror (lmms-lab/GQA): two configs joined on imageId == id,
+Parquet mirror (lmms-lab-encoder/GQA): two configs joined on imageId == id,
 {tier}_instructions/{split}-*.parquet and {tier}_images/{split}-*.parquet.
 """
 
 from pathlib import Path
 
-from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, find_dir, locate, mirror_files, pick_split,
-                                 read_json)
+from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, find_dir, locate, mirror_files,
+                                 mirror_pattern, pick_split, read_json)
 from layerprobe.data._parquet import ParquetImage, parquet_records, read_rows
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
@@ -27,6 +27,7 @@ DEFAULT_SPLIT = "testdev_balanced"
 # tier -> split name inside the mirror's configs; LLaVA reports testdev_balanced.
 SPLITS = {"testdev_balanced": "testdev", "testdev_all": "testdev", "val_balanced": "val",
           "train_balanced": "train", "challenge_balanced": "challenge"}
+HUB_REPO = "lmms-lab-encoder/GQA"   # the parquet mirror lmms-eval reads (layerprobe.data.hub)
 
 
 def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str = "raise"):
@@ -48,6 +49,12 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
         rows = parquet_records(found.files, ("id", "imageId", "question", "answer"), image_column=None)
         records.run(((rec, None, images.get) for rec, _ in rows), _sample)
     return records.result
+
+
+def mirror_patterns(split: str) -> tuple[str, ...]:
+    """The questions and the images of ``split``: two configs of the mirror, joined on imageId."""
+    mirror_split = pick_split(NAME, SPLITS, split)
+    return tuple(mirror_pattern(f"{split}_{config}", mirror_split) for config in ("instructions", "images"))
 
 
 def _sample(record: Record, question_id, image_of) -> Sample:

@@ -2,6 +2,7 @@
 
     data = load_benchmark("textvqa", root="/data/textvqa", limit=500, seed=0, num_shards=4, shard=1,
                           prompt={"ocr_tokens": True})
+    data = load_benchmark("vqav2")   # no root: the split of its Hub mirror, fetched into the cache (data.hub)
     data.prompt(data.samples[0])     # user text; the model adapter adds the chat template and image
     data.metric, data.max_new_tokens # "vqa_accuracy", 16: the benchmark's own unless overridden
     load_benchmark("docvqa", root="/data/docvqa", metric="exact_match", max_new_tokens=64)
@@ -31,11 +32,13 @@ from typing import Any
 from layerprobe.data import docvqa, gqa, okvqa, scenes, textvqa, vizwiz, vqav2
 from layerprobe.data._io import LAYOUTS, ON_ERROR, check_choice
 from layerprobe.data._parquet import materialize
+from layerprobe.data.hub import fetch_benchmark, has_mirror
 from layerprobe.data.metrics import METRICS
 from layerprobe.data.sample import Sample
 from layerprobe.errors import ConfigError
 
-_REQUIRED = ("NAME", "METRIC", "MAX_NEW_TOKENS", "DEFAULT_SPLIT", "load", "build_prompt")
+# what a benchmark module (or object) provides; docs/architecture.md states it
+CONTRACT = ("NAME", "METRIC", "MAX_NEW_TOKENS", "DEFAULT_SPLIT", "load", "build_prompt")
 BENCHMARKS: dict[str, Any] = {m.NAME: m for m in (vqav2, gqa, textvqa, okvqa, vizwiz, docvqa, scenes)}
 # Registers itself on import ("organism"); optional, so the six benchmarks never need it.
 _OPTIONAL = ("layerprobe.data.synthetic",)
@@ -65,7 +68,7 @@ class BenchmarkData:
 
 def register_benchmark(obj: Any) -> None:
     """Add (or replace) a benchmark under ``obj.NAME``."""
-    missing = [a for a in _REQUIRED if not hasattr(obj, a)]
+    missing = [a for a in CONTRACT if not hasattr(obj, a)]
     if missing:
         raise ConfigError(f"benchmark {getattr(obj, 'NAME', obj)!r} lacks {', '.join(missing)}")
     BENCHMARKS[obj.NAME] = obj
@@ -130,7 +133,7 @@ def subsample(samples: list, limit: int | None, seed: int) -> list:
 def load_benchmark(name: str, root=None, split: str | None = None, layout: str = "auto",
                    limit: int | None = None, seed: int = 0, num_shards: int = 1, shard: int = 0,
                    on_error: str = "raise", prompt: dict | None = None, metric: str | None = None,
-                   max_new_tokens: int | None = None) -> BenchmarkData:
+                   max_new_tokens: int | None = None, repo: str | None = None, download: bool = True) -> BenchmarkData:
     bench = get_benchmark(name)
     check_choice("data.layout", layout, LAYOUTS)
     check_choice("data.on_error", on_error, ON_ERROR)
@@ -138,7 +141,12 @@ def load_benchmark(name: str, root=None, split: str | None = None, layout: str =
     _check_decoding(metric, max_new_tokens)
     options = dict(prompt or {})
     _check_prompt_options(bench, options)
-    samples, skipped = bench.load(root, split or bench.DEFAULT_SPLIT, layout, on_error)
+    if not isinstance(download, bool):
+        raise ConfigError(f"data.download={download!r}: must be true or false")
+    split = split or bench.DEFAULT_SPLIT
+    if root is None and has_mirror(bench):  # data.root wins; without it, the mirror's split from the hub cache
+        root = fetch_benchmark(bench, split, repo, download)
+    samples, skipped = bench.load(root, split, layout, on_error)
     subset = subsample(samples, limit, seed)
     samples = subset[shard::num_shards]
     positions = {str(s.sample_id): shard + i * num_shards for i, s in enumerate(samples)}

@@ -7,14 +7,15 @@
 Official layout: TextVQA_0.5.1_{split}.json in root, images in train_images/ (val and train)
 or test_images/ (or images/train_images/, images/test_images/); the Rosetta OCR tokens,
 TextVQA_Rosetta_OCR_v0.2_{split}.json, are optional.
-Parquet mirror (lmms-lab/textvqa): data/{validation,train,test}-*.parquet (with ocr_tokens).
+Parquet mirror (lmms-lab-encoder/textvqa): data/{validation,train,test}-*.parquet (with ocr_tokens).
 VQAv2's mirror uses the same path; its files (they have multiple_choice_answer) are refused.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate, pick_split
+from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate,
+                                 mirror_pattern, pick_split)
 from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import short_answer
 from layerprobe.data.sample import Sample
@@ -25,6 +26,7 @@ TITLE = "TextVQA"
 METRIC = "vqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "val"
+HUB_REPO = "lmms-lab-encoder/textvqa"   # the parquet mirror lmms-eval reads (layerprobe.data.hub)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
                                foreign=(("multiple_choice_answer", "VQAv2"),))
         records.run(((rec, spec, image, None) for rec, image in rows), _sample)
     return records.result
+
+
+def mirror_patterns(split: str) -> tuple[str, ...]:
+    return (mirror_pattern("data", pick_split(NAME, SPLITS, split).parquet),)
 
 
 def _sample(record: Record, spec: _Split, image, ocr: dict | None) -> Sample:

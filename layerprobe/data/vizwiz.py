@@ -6,12 +6,13 @@
 
 Official layout: Annotations/{split}.json (a list of records; also found as
 annotations/{split}.json or {split}.json in root), images in {split}/ (or images/{split}/).
-Parquet mirror (lmms-lab/VizWiz-VQA): data/{val,train,test}-*.parquet.
+Parquet mirror (lmms-lab-encoder/VizWiz-VQA): data/{val,train,test}-*.parquet.
 """
 
 from pathlib import Path
 
-from layerprobe.data._io import Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate, pick_split
+from layerprobe.data._io import (Collector, Layouts, Record, benchmark_root, find_dir, json_records, locate,
+                                 mirror_pattern, pick_split)
 from layerprobe.data._parquet import parquet_records
 from layerprobe.data._prompts import unanswerable
 from layerprobe.data.sample import Sample
@@ -22,6 +23,7 @@ METRIC = "vqa_accuracy"
 MAX_NEW_TOKENS = 16
 DEFAULT_SPLIT = "val"
 SPLITS = {"val": True, "train": True, "test": False}   # split -> has answers
+HUB_REPO = "lmms-lab-encoder/VizWiz-VQA"   # the parquet mirror lmms-eval reads (layerprobe.data.hub)
 
 
 def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str = "raise"):
@@ -37,6 +39,11 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
         rows = parquet_records(found.files, ("question_id", "question"))
         records.run(((rec, has_answers, image) for rec, image in rows), _sample)
     return records.result
+
+
+def mirror_patterns(split: str) -> tuple[str, ...]:
+    pick_split(NAME, SPLITS, split)
+    return (mirror_pattern("data", split),)
 
 
 def _official(record: Record, has_answers: bool, image_dir: Path) -> Sample:

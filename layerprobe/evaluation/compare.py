@@ -20,7 +20,7 @@ from layerprobe.analysis.stats import (
 )
 from layerprobe.io.results import per_sample_seconds, read_results
 
-BASELINE = "vanilla"
+REFERENCE_METHOD = "vanilla"  # every method is compared with it (its run is the "baseline" of layerprobe-eval)
 
 
 def collect(eval_dir) -> pd.DataFrame:
@@ -34,7 +34,7 @@ def collect(eval_dir) -> pd.DataFrame:
 def paired(table: pd.DataFrame, bench: str, method: str) -> pd.DataFrame:
     """Samples of ``bench`` scored by both vanilla and ``method``, indexed by sample_id: base,
     other, base_prediction, prediction."""
-    pairs = pair_with_baseline(table[table["benchmark"] == bench], BASELINE)
+    pairs = pair_with_baseline(table[table["benchmark"] == bench], REFERENCE_METHOD)
     pairs = pairs[pairs["condition"] == method].set_index("sample_id")
     return pd.DataFrame({"base": pairs["base_score"], "other": pairs["score"],
                          "base_prediction": pairs["base_prediction"], "prediction": pairs["prediction"]})
@@ -57,7 +57,7 @@ def compare(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         row = {"benchmark": bench, "method": method, "n": len(group), "accuracy": group["score"].astype(float).mean(),
                "latency_s": latency, "prefill_s": prefill, "peak_mem_bytes": peak,
                "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n_paired": 0}
-        if method != BASELINE:
+        if method != REFERENCE_METHOD:
             pairs = paired(t, bench, method)
             diff = (pairs["other"] - pairs["base"]).to_numpy()
             if diff.size:
@@ -70,7 +70,7 @@ def compare(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    base = out[out["method"] == BASELINE].set_index("benchmark")
+    base = out[out["method"] == REFERENCE_METHOD].set_index("benchmark")
     for col, ratio in (("latency_s", "latency_ratio"), ("peak_mem_bytes", "peak_mem_ratio")):
         out[ratio] = out[col] / (out["benchmark"].map(base[col]) if len(base) else np.nan)
     avg = out.groupby("method", sort=False).agg(
@@ -94,7 +94,7 @@ def flips(table: pd.DataFrame) -> pd.DataFrame:
     t = scored_rows(table)
     rows = []
     for bench in sorted(t["benchmark"].unique()):
-        for method in sorted(set(t[t["benchmark"] == bench]["condition"]) - {BASELINE}):
+        for method in sorted(set(t[t["benchmark"] == bench]["condition"]) - {REFERENCE_METHOD}):
             pairs = paired(t, bench, method)
             d = pairs["other"] - pairs["base"]
             rows.append({"benchmark": bench, "method": method, "n_paired": len(d), "fixed": int((d > 0).sum()),

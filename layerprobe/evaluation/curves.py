@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from layerprobe.analysis.stats import bootstrap_ci, scored_rows
-from layerprobe.evaluation.compare import BASELINE
+from layerprobe.evaluation.compare import REFERENCE_METHOD
 from layerprobe.evaluation.paired_latency import read_paired_latency
 from layerprobe.io.results import read_header
 
@@ -81,7 +81,7 @@ def option_curves(table: pd.DataFrame, comparison: pd.DataFrame, seed: int = 0) 
     if "run_dir" not in table or comparison.empty:
         return pd.DataFrame(columns=COLUMNS)
     scored = scored_rows(table)
-    runs = [r for r in run_options(scored) if r[2]["name"] != BASELINE]
+    runs = [r for r in run_options(scored) if r[2]["name"] != REFERENCE_METHOD]
     comp = comparison.set_index(["benchmark", "method"])
     rows = []
     for name in sorted({r[2]["name"] for r in runs}):
@@ -91,7 +91,8 @@ def option_curves(table: pd.DataFrame, comparison: pd.DataFrame, seed: int = 0) 
             for (bench, _), points in sorted(lines.items()):
                 others = [p[0][2] for key, p in lines.items() if key[0] == bench]
                 line = _line_name(bench, points[0][2], others)
-                base = comp.loc[(bench, BASELINE), "accuracy"] if (bench, BASELINE) in comp.index else np.nan
+                key = (bench, REFERENCE_METHOD)
+                base = comp.loc[key, "accuracy"] if key in comp.index else np.nan
                 for value, label, _, run_dir in sorted(points, key=lambda p: order(p[0])):
                     scores = scored[(scored["benchmark"] == bench) & (scored["condition"] == label)]["score"]
                     low, high = bootstrap_ci(scores.astype(float).to_numpy(), seed=seed)

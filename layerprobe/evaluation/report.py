@@ -16,7 +16,7 @@ import pandas as pd
 
 from layerprobe.analysis.stats import scored_rows
 from layerprobe.errors import DataError
-from layerprobe.evaluation.compare import BASELINE, attention_mass, collect, compare, flips, paired
+from layerprobe.evaluation.compare import REFERENCE_METHOD, attention_mass, collect, compare, flips, paired
 from layerprobe.evaluation.curves import option_curves
 from layerprobe.io.results import write_atomic
 from layerprobe.plots.methods import comparison_figure, flips_gallery, plot_pre_layers
@@ -72,7 +72,7 @@ def write_galleries(table: pd.DataFrame, data, bench_dir, n_examples: int) -> No
     """``flips_<method>.png`` per method: up to n/2 fixed and n/2 broken samples of ``data``."""
     t = table[table["benchmark"] == data.name]
     by_id = {str(s.sample_id): s for s in data.samples}
-    for method in sorted(set(t["condition"]) - {BASELINE}):
+    for method in sorted(set(t["condition"]) - {REFERENCE_METHOD}):
         pairs = paired(t, data.name, method)
         picked = []
         for kind, sel in (("fixed", pairs["other"] > pairs["base"]), ("broken", pairs["other"] < pairs["base"])):

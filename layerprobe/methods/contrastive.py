@@ -24,7 +24,7 @@ Per sample, in the prefill call:
      decoders (Llama, Mistral) normalise each token before its keys and values, so the review
      layer's own attention is unchanged (to RMSNorm's eps) unless ``scale=0``: the change travels in
      the residual stream to the layers after it.
-``scale=1.0`` leaves logits bit-identical to plain generation for every target. Each record also
+``scale=1.0`` leaves logits bit-identical to vanilla generation for every target. Each record also
 says where the last prompt token's attention went (``attention_mass``, at the post-integrated and
 the review layer, before suppression): its share on the suppressed and on the kept visual tokens.
 
@@ -139,19 +139,18 @@ class ContrastiveAttention:
         self._dists: dict[int, torch.Tensor] = {}
         self.suppressed: torch.Tensor | None = None  # (B, T) of the last prefill, fixed for its decode
         self._pending: torch.Tensor | None = None  # target="hidden"/"values": set at post, used at review
-        self._values: torch.Tensor | None = None  # target="values": handed from the layer to v_proj
+        self._values: torch.Tensor | None = None  # target="values": handed from the layer to its value projection
 
     def layers(self) -> set[int]:
         return self._layers
 
-    def observe(self, layer, module, query, key, layout, q_pos) -> None:
+    def observe(self, layer, query, key, scaling, layout, q_pos) -> None:
         if not is_prefill(layout, q_pos):
             return
-        scores = last_row_scores(module, query, key)
+        scores = last_row_scores(query, key, scaling)
         allowed = None  # the model's mask for the last row: only the mass reduction and records need it
         if self.heads == "mass" or layer in (self.post, self.review):
-            blocked = controller(self.loaded).blocked(layer, layout, q_pos[-1:])
-            allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+            allowed = controller(self.loaded).last_row_allowed(layer, layout)
         if layer in self.candidates or layer == self.post:
             self._dists[layer] = visual_distribution(scores, layout.visual, self.heads,
                                                      allowed if self.heads == "mass" else None)
@@ -203,9 +202,6 @@ class ContrastiveAttention:
         self._dists.clear()
 
     # target="attention": the review layer's soft mask, in prefill and every decode step
-    def blocked(self, layer, layout, q_pos):
-        return None
-
     def bias(self, layer, layout, q_pos) -> torch.Tensor | None:
         if layer != self.review or self.suppressed is None or self.scale == 1.0:
             return None
@@ -262,10 +258,8 @@ def contrastive_attention(loaded, profile, percentile: float = 20, scale: float 
     handles = [layer.register_forward_pre_hook(state.review_hook, with_kwargs=True)]
     try:
         if target == "values":
-            v_proj = getattr(loaded.adapter.attention_module(layer), "v_proj", None)
-            if v_proj is None:
-                raise ConfigError(f"target='values': the review layer's attention has no v_proj ({type(layer).__name__})")
-            handles.append(v_proj.register_forward_hook(state.values_hook))
+            values = loaded.adapter.projection(loaded.adapter.attention_module(layer), "value")
+            handles.append(values.register_forward_hook(state.values_hook))
         soft = controller(loaded).edit(state) if target == "attention" else contextlib.nullcontext()
         with controller(loaded).observe(state), soft:
             yield state
@@ -299,7 +293,7 @@ class Contrastive(Method):
 
     def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
         # the first samples seen keep their maps; a repeated call on them (a warm-up) keeps them too
-        ids = [str(s.sample_id) for s in samples] if samples is not None else [str(i) for i in range(len(texts))]
+        ids = [str(s.sample_id) for s in samples]
         for sid in ids:
             if sid not in self._maps_ids and self._maps_left > 0:
                 self._maps_ids.add(sid)

@@ -43,7 +43,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from layerprobe.core.generation import generate_answers
 from layerprobe.core.layers import layer_list
-from layerprobe.errors import ConfigError, ModelError
+from layerprobe.errors import ConfigError
 from layerprobe.methods.base import Method, answer_records
 
 EMBEDDINGS = "embeddings"
@@ -62,10 +62,11 @@ def _label(index: int):
     return EMBEDDINGS if index == 0 else index - 1
 
 
-def tied_embeddings(model) -> bool:
+def tied_embeddings(loaded) -> bool:
     """Whether the LM head shares the input embeddings' weight (``tie_word_embeddings`` in effect)."""
-    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
-    return head is not None and embed is not None and head.weight is embed.weight
+    head = loaded.adapter.lm_head(loaded.model)
+    embed = loaded.adapter.token_embeddings(loaded.model)
+    return embed is not None and head.weight is embed.weight
 
 
 def candidate_layers(spec, num_layers: int, tied: bool = False) -> list:
@@ -171,11 +172,8 @@ class DoLaProcessor(LogitsProcessor):
                  repetition_penalty: float, attention_mask=None):
         self.layers, self.alpha, self.criterion = layers, alpha, criterion
         self.repetition_penalty = repetition_penalty
-        model = loaded.model
-        self.head = model.get_output_embeddings()
-        self.norm = getattr(loaded.adapter.language_model(model), "norm", None) if apply_norm else None
-        if self.head is None or (apply_norm and self.norm is None):
-            raise ModelError(f"{type(model).__name__}: DoLa needs an LM head and a final norm")
+        self.head = loaded.adapter.lm_head(loaded.model)
+        self.final_norm = loaded.adapter.final_norm(loaded.model) if apply_norm else None
         self.pad_lengths = None if attention_mask is None else (attention_mask != 0).int().argmax(dim=1)
         self.hidden: dict = {}
         self.chosen: list[list] = []
@@ -196,8 +194,8 @@ class DoLaProcessor(LogitsProcessor):
         logits = []
         for layer in self.layers:  # one head call per layer, on (B, H), as the references did
             states = self.hidden[layer]
-            if self.norm is not None:
-                states = self.norm(states)
+            if self.final_norm is not None:
+                states = self.final_norm(states)
             logits.append(self.head(states.to(self.head.weight.dtype)))
         return torch.stack(logits)
 
@@ -239,7 +237,7 @@ def dola(loaded, layers="low", alpha: float = 0.1, apply_norm: bool = False, cri
     ``proc.generate_kwargs`` to ``generate``, and the batch's ``attention_mask`` here so that the
     repetition penalty skips left padding."""
     _check_options(alpha, criterion, repetition_penalty)
-    chosen_layers = candidate_layers(layers, loaded.num_layers, tied_embeddings(loaded.model))
+    chosen_layers = candidate_layers(layers, loaded.num_layers, tied_embeddings(loaded))
     penalty = resolve_repetition_penalty(loaded, repetition_penalty)
     proc = DoLaProcessor(loaded, chosen_layers, alpha, apply_norm, criterion, penalty, attention_mask)
     decoder = loaded.decoder_layers
@@ -258,13 +256,13 @@ class DoLa(Method):
     name = "dola"
 
     def __init__(self, layers="low", alpha: float = 0.1, apply_norm: bool = False, criterion: str = "reference",
-                 repetition_penalty: float | None = None, profile=None):
+                 repetition_penalty: float | None = None):
         _check_options(alpha, criterion, repetition_penalty)
         self.layers, self.alpha, self.apply_norm = layers, alpha, apply_norm
         self.criterion, self.repetition_penalty = criterion, repetition_penalty
 
     def check(self, loaded) -> None:
-        candidate_layers(self.layers, loaded.num_layers, tied_embeddings(loaded.model))
+        candidate_layers(self.layers, loaded.num_layers, tied_embeddings(loaded))
 
     def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
         inputs = loaded.encode(images, texts)

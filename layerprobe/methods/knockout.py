@@ -6,15 +6,16 @@ condition of a sweep can be scored wherever methods are (``layerprobe-eval``, th
     records = method.answer_batch(loaded, samples, images, texts, max_new_tokens=16)
 
 Records: ``prediction, prefill_s, total_s, n_tokens`` plus ``knockout_layers`` and ``edges``.
-``image->question`` needs each sample's question (``Sample.question``) to find its tokens.
+``edges`` is any registered edge set (``layerprobe.core.edges``); the batch is encoded as the edge
+set needs (``image->question``: each sample's ``question``, to find its tokens).
 """
 
 from __future__ import annotations
 
+from layerprobe.core.edges import edge_set
 from layerprobe.core.generation import generate_answers
 from layerprobe.core.knockout import knockout
 from layerprobe.core.layers import layer_list
-from layerprobe.core.layout import check_edges
 from layerprobe.errors import ConfigError
 from layerprobe.methods.base import Method, answer_records
 
@@ -26,18 +27,13 @@ class Knockout(Method):
         if layers is None or layers == []:
             raise ConfigError("method knockout: give layers (0-based decoder layers, e.g. layers=[8,9])")
         self.layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
-        self.edges = check_edges(edges)
+        self.edges = edge_set(edges)
 
     def check(self, loaded) -> None:
         self.layers = layer_list("method.layers", self.layers, loaded.num_layers)
 
     def answer_batch(self, loaded, samples, images, texts, max_new_tokens):
-        questions = None
-        if self.edges == "image->question":
-            questions = [getattr(s, "question", None) for s in samples] if samples is not None else [None]
-            if any(q is None for q in questions):
-                raise ConfigError("edges='image->question': every sample needs its question text")
-        inputs = loaded.encode(images, texts, questions=questions)
+        inputs = self.edges.encode(loaded, samples, images, texts)
         with knockout(loaded, self.layers, self.edges):
             answers = generate_answers(loaded, inputs, max_new_tokens)
-        return [{**r, "knockout_layers": list(self.layers), "edges": self.edges} for r in answer_records(answers)]
+        return [{**r, "knockout_layers": list(self.layers), "edges": self.edges.name} for r in answer_records(answers)]

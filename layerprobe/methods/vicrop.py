@@ -36,8 +36,7 @@ def _last_row_maps(loaded, images, texts, layer: int, side: int) -> torch.Tensor
     with torch.no_grad(), controller(loaded).observe(LastRowRecorder({layer})) as rec:
         loaded.model(**inputs)
     layout = rec.layout
-    blocked = controller(loaded).blocked(layer, layout, layout.positions[-1:])
-    allowed = layout.valid if blocked is None else layout.valid & ~blocked[:, -1]
+    allowed = controller(loaded).last_row_allowed(layer, layout)
     dist = visual_distribution(rec.scores[layer], layout.visual, "mass", allowed)
     maps = []
     for b in range(dist.shape[0]):
@@ -53,10 +52,10 @@ def generic_prompts(samples, texts, generic: str = GENERIC_PROMPT) -> list[str]:
     """Each prompt with its question replaced by ``generic``: the answer-format suffix (and any
     other lines of the benchmark's prompt) stay, as the reference implementation keeps its
     instruction after the generic question, so numerator and denominator differ by the question
-    alone. Without samples (or where the question is not in the prompt), ``generic`` itself."""
+    alone. Where the question is not in the prompt, ``generic`` itself."""
     out = []
-    for i, text in enumerate(texts):
-        question = getattr(samples[i], "question", None) if samples is not None else None
+    for sample, text in zip(samples, texts):
+        question = sample.question
         out.append(text.replace(question, generic, 1) if question and question in text else generic)
     return out
 
@@ -108,7 +107,7 @@ def crop_box(att: np.ndarray, image_size: tuple[int, int], bbox_size: int) -> tu
 
 def crops_for(loaded, images, maps: np.ndarray, bbox_size: int | None = None) -> tuple[list, list]:
     """(crops, boxes in image pixels) for each image and its relative-attention map."""
-    bbox_size = bbox_size or int(loaded.model.config.vision_config.image_size)
+    bbox_size = bbox_size or loaded.adapter.vision_input_size(loaded.model)
     crops, boxes = [], []
     for image, att in zip(images, maps):
         x0, y0, w, h = loaded.adapter.grid_region(image)

@@ -1,9 +1,18 @@
-"""What a model family adapter owns: where the decoder layers are, which tokens are visual, and
-how a question becomes a prompt. One subclass per family, looked up by HF architecture name.
+"""What a model family adapter owns: every component of the model that layerprobe touches, which
+tokens are visual, and how a question becomes a prompt. One subclass per family, looked up by HF
+architecture name; nothing outside ``layerprobe/models/`` reads a model's structure.
 
     adapter = adapter_for(model.config)          # from layerprobe.models.registry
     layers = adapter.decoder_layers(model)       # the decoder's nn.ModuleList
+    attn = adapter.attention_module(layers[3])   # its attention module; scaling, projections:
+    adapter.attention_scaling(attn), adapter.projection(attn, "value")
+    adapter.final_norm(model), adapter.lm_head(model), adapter.vision_input_size(model)
     visual = adapter.visual_token_mask(model, input_ids)
+
+The component map, ``component_paths``, says where each module lives as a dotted attribute path;
+a family whose modules carry other names overrides the entries that differ (Idefics3's language
+model is ``model.text_model``), and the contract test (``tests/test_components.py``) resolves every
+component of every registered family on its tiny model and checks its shape.
 """
 
 from __future__ import annotations
@@ -13,15 +22,36 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from layerprobe.compat import rotary_embeddings
+from layerprobe.compat import cache_layers, rotary_embeddings
 from layerprobe.errors import ConfigError, ModelError
 
 GRID_FAMILIES = ("llava", "llava_next", "llava_onevision")
 
 
+# Where each component is, as a dotted attribute path from its owner: the model (text_model,
+# vision_input_size), the language model (decoder_layers, final_norm, rotary_embedding), a decoder
+# layer (attention, mlp_output) or its attention module (the projections, scaling).
+COMPONENT_PATHS: dict[str, str] = {
+    "text_model": "model.language_model",
+    "decoder_layers": "layers",
+    "final_norm": "norm",
+    "rotary_embedding": "rotary_emb",
+    "attention": "self_attn",
+    "mlp_output": "mlp.down_proj",
+    "query": "q_proj",
+    "key": "k_proj",
+    "value": "v_proj",
+    "output": "o_proj",
+    "scaling": "scaling",
+    "vision_input_size": "config.vision_config.image_size",
+}
+PROJECTIONS = ("query", "key", "value", "output")
+
+
 class ModelAdapter:
     family: ClassVar[str] = ""
     architectures: ClassVar[tuple[str, ...]] = ()
+    component_paths: ClassVar[dict[str, str]] = COMPONENT_PATHS
     # Used only when the processor ships no chat template; "{prompt}" is the user text.
     default_template: ClassVar[str] = "USER: <image>\n{prompt} ASSISTANT:"
     # Why the fast sweep engine is not exact for this family (it then falls back to naive).
@@ -29,28 +59,77 @@ class ModelAdapter:
     # Processors that want one list of images per prompt (Gemma 3, SmolVLM).
     nested_images: ClassVar[bool] = False
 
-    def language_model(self, model: nn.Module) -> nn.Module:
-        inner = getattr(model, "model", model)
-        lm = getattr(inner, "language_model", None)
-        if lm is None:
-            raise ModelError(f"{type(model).__name__}: no language_model found under .model")
-        return lm
+    # components ---------------------------------------------------------------------------
+    def component(self, owner, name: str):
+        """``owner``'s component ``name``, found along its path in ``component_paths``."""
+        path = self.component_paths[name]
+        value = owner
+        for attr in path.split("."):
+            value = getattr(value, attr, None)
+            if value is None:
+                raise ModelError(f"{type(owner).__name__}: no {name} at .{path} (the {self.family or 'model'} "
+                                 f"adapter's component_paths)")
+        return value
+
+    def text_model(self, model: nn.Module) -> nn.Module:
+        """The language model: decoder layers, final norm and rotary embedding(s)."""
+        return self.component(model, "text_model")
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
-        layers = getattr(self.language_model(model), "layers", None)
+        layers = self.component(self.text_model(model), "decoder_layers")
         if not isinstance(layers, nn.ModuleList):
-            raise ModelError(f"{type(model).__name__}: language model has no .layers ModuleList")
+            raise ModelError(f"{type(model).__name__}: the language model's decoder layers are not an nn.ModuleList")
         return layers
 
     def attention_module(self, layer: nn.Module) -> nn.Module:
-        attn = getattr(layer, "self_attn", None)
-        if attn is None:
-            raise ModelError(f"{type(layer).__name__}: decoder layer has no self_attn")
-        return attn
+        return self.component(layer, "attention")
 
-    def rotary_embeddings(self, lm: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer: int):
+    def attention_scaling(self, attention: nn.Module) -> float:
+        """The factor the attention module's query-key scores are multiplied by before the softmax."""
+        return float(self.component(attention, "scaling"))
+
+    def projection(self, attention: nn.Module, which: str) -> nn.Module:
+        """The attention module's ``query``, ``key``, ``value`` or ``output`` projection."""
+        if which not in PROJECTIONS:
+            raise ValueError(f"projection {which!r}: one of {', '.join(PROJECTIONS)}")
+        return self.component(attention, which)
+
+    def mlp_output_projection(self, layer: nn.Module) -> nn.Module:
+        """The projection that writes a decoder layer's MLP back into the residual stream."""
+        return self.component(layer, "mlp_output")
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        """The norm between the last decoder layer and the LM head."""
+        return self.component(self.text_model(model), "final_norm")
+
+    def lm_head(self, model: nn.Module) -> nn.Module:
+        head = model.get_output_embeddings()
+        if head is None:
+            raise ModelError(f"{type(model).__name__}: no LM head (get_output_embeddings() is None)")
+        return head
+
+    def token_embeddings(self, model: nn.Module) -> nn.Module:
+        return model.get_input_embeddings()
+
+    def position_embeddings(self, model: nn.Module, x: torch.Tensor, position_ids: torch.Tensor, layer: int):
         """The (cos, sin) that decoder layer ``layer`` is given, for callers running layers directly."""
-        return rotary_embeddings(lm.rotary_emb, x, position_ids)
+        return rotary_embeddings(self.component(self.text_model(model), "rotary_embedding"), x, position_ids)
+
+    def vision_input_size(self, model: nn.Module) -> int:
+        """The side in pixels of the square image the vision tower takes (336 for LLaVA-1.5)."""
+        try:
+            size = self.component(model, "vision_input_size")
+        except ModelError:
+            raise ConfigError(f"model family {self.family!r}: its vision tower takes images of no fixed size") from None
+        if isinstance(size, (list, tuple)) and len(set(size)) == 1:  # (height, width) of a square
+            size = size[0]
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ModelError(f"{type(model).__name__}: vision input size {size!r} is not one side in pixels")
+        return size
+
+    def cached_keys_values(self, cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, the (keys, values) a forward's key/value cache holds: (B, heads, T, head_dim)."""
+        return cache_layers(cache)
 
     def text_config(self, model: nn.Module):
         return model.config.get_text_config()

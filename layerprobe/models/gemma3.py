@@ -23,9 +23,10 @@ class Gemma3Adapter(ModelAdapter):
     default_template = "<start_of_turn>user\n<start_of_image>{prompt}<end_of_turn>\n<start_of_turn>model\n"
     nested_images = True
 
-    def rotary_embeddings(self, lm, x, position_ids, layer):
+    def position_embeddings(self, model, x, position_ids, layer):
         # local (sliding) and global layers rotate with different bases
-        return rotary_embeddings(lm.rotary_emb, x, position_ids, lm.config.layer_types[layer])
+        rotary = self.component(self.text_model(model), "rotary_embedding")
+        return rotary_embeddings(rotary, x, position_ids, self.text_config(model).layer_types[layer])
 
     def visual_token_mask(self, model, input_ids: torch.Tensor) -> torch.Tensor:
         cfg = model.config

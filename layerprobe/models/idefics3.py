@@ -16,9 +16,8 @@ last. The language model lives at ``model.model.text_model``.
 from typing import Any
 
 import torch
-from torch import nn
 
-from layerprobe.models.base import ModelAdapter, around_runs
+from layerprobe.models.base import COMPONENT_PATHS, ModelAdapter, around_runs
 
 # Longest marker gap between two sub-images: "\n\n<fake_token_around_image><global-img>".
 SUBIMAGE_GAP = 4
@@ -29,9 +28,7 @@ class Idefics3Adapter(ModelAdapter):
     architectures = ("Idefics3ForConditionalGeneration",)
     default_template = "<|im_start|>User:<image>{prompt}<end_of_utterance>\nAssistant:"
     nested_images = True
-
-    def language_model(self, model: nn.Module) -> nn.Module:
-        return model.model.text_model
+    component_paths = {**COMPONENT_PATHS, "text_model": "model.text_model"}
 
     def visual_token_mask(self, model, input_ids: torch.Tensor) -> torch.Tensor:
         image = input_ids == self.image_token_id(model)

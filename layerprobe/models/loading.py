@@ -1,5 +1,5 @@
-"""Load a checkpoint (local path, a hub id already in the user's cache, or a built-in tiny
-model) with its processor and family adapter.
+"""Load a checkpoint (local path, a Hugging Face Hub id, or a built-in tiny model) with its
+processor and family adapter.
 
     loaded = load_model("llava-hf/llava-1.5-7b-hf", device="cuda", dtype="bfloat16")
     loaded = load_model("/ckpt/llava-v1.6-vicuna-7b-hf")
@@ -8,12 +8,13 @@ model) with its processor and family adapter.
     loaded = load_model("natural_organism")              # shipped, trained without planted layers
     inputs = loaded.encode([image], ["What is shown?"])  # chat template + processor, on device
 
-Nothing is downloaded: hub ids resolve from the local cache only.
+A hub id not in the Hugging Face cache is downloaded there first (``layerprobe.models.hub``);
+``download=False`` or ``HF_HUB_OFFLINE=1`` reads the cache only. The model then loads from that
+local folder.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from typing import Any
 import torch
 
 from layerprobe.core.dispatch import controller
+from layerprobe.core.edges import sample_key
 from layerprobe.errors import ModelError
 from layerprobe.io.hashing import config_hash
+from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.base import ModelAdapter
 from layerprobe.models.planted import install_from_checkpoint
 from layerprobe.models.registry import adapter_for
@@ -64,10 +67,13 @@ class LoadedModel:
             "config_hash": self.config_hash(),
         }
 
-    def encode(self, images: list, texts: list[str], n_images: int = 1, questions: list[str] | None = None):
+    def encode(self, images: list, texts: list[str], n_images: int = 1, questions: list[str] | None = None,
+               sample_ids: list[str] | None = None):
         """Chat-templated, left-padded inputs for one batch, on the model's device. With
         ``questions`` (each one's text inside its prompt), the batch's token layout knows the
-        question's own tokens, which the ``image->question`` knockout needs."""
+        question's own tokens, which the ``image->question`` knockout needs; with ``sample_ids``,
+        each sample's key, for edge sets that choose keys per sample (``EdgeSet.encode`` passes
+        what its edge set needs)."""
         prompts = [self.adapter.format_prompt(self.processor, t, n_images) for t in texts]
         enc = self.adapter.processor_inputs(self.processor, images, prompts)
         dtype = self.model.dtype
@@ -75,9 +81,11 @@ class LoadedModel:
             k: (v.to(self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device))
             for k, v in enc.items()
         }
-        if questions is not None:
-            mask = self.adapter.question_tokens(self.processor, prompts, questions, enc["input_ids"])
-            controller(self).annotate(inputs["input_ids"], mask.to(self.device))
+        if questions is not None or sample_ids is not None:
+            question = None if questions is None else self.adapter.question_tokens(
+                self.processor, prompts, questions, enc["input_ids"]).to(self.device)
+            keys = None if sample_ids is None else torch.tensor([sample_key(i) for i in sample_ids])
+            controller(self).annotate(inputs["input_ids"], question=question, sample_keys=keys)
         return inputs
 
 
@@ -91,16 +99,9 @@ def _resolve_dtype(dtype, device: str):
     return dtype
 
 
-# Checkpoints shipped as package data, by name: data directories, so nothing of
-# layerprobe.organism is imported to load them.
-SHIPPED = {"organism": "organism/weights", "natural_organism": "organism/natural_weights"}
-
-
-def _resolve_path(name_or_path: str) -> str:
-    if name_or_path in SHIPPED:
-        from layerprobe.io.paths import PACKAGE_DIR
-
-        shipped = PACKAGE_DIR / SHIPPED[name_or_path]
+def _resolve_path(name_or_path: str, download: bool = True) -> str:
+    if name_or_path in SHIPPED_MODELS:
+        shipped = SHIPPED_MODELS[name_or_path]
         if not (shipped / "config.json").is_file():
             raise ModelError(f"model {name_or_path!r}: no weights at {shipped}; train them "
                              f"(docs/natural-organism.md) and give model.path=<their directory>")
@@ -112,20 +113,19 @@ def _resolve_path(name_or_path: str) -> str:
         return str(path)
     if name_or_path.startswith((".", "/", "~")):
         raise ModelError(f"{name_or_path}: model path does not exist")
-    from huggingface_hub import snapshot_download
+    from layerprobe.models.hub import fetch_model
 
-    try:
-        return snapshot_download(name_or_path, local_files_only=True)
-    except Exception:
-        cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-        raise ModelError(
-            f"model {name_or_path!r}: not a local path and not in the Hugging Face cache ({cache}); "
-            f"layerprobe never downloads: fetch it first (huggingface-cli download {name_or_path})"
-        ) from None
+    return fetch_model(name_or_path, download=download)
+
+
+def checkpoint_folder(name_or_path: str, download: bool = True) -> str | None:
+    """The local folder ``load_model(name_or_path)`` reads, fetched from the Hub if need be (to
+    download once before many jobs start); None for a built-in tiny model."""
+    return None if name_or_path.startswith("tiny:") else _resolve_path(name_or_path, download)
 
 
 def load_model(name_or_path: str, device: str | None = None, dtype=None,
-               attn_implementation: str = "sdpa") -> LoadedModel:
+               attn_implementation: str = "sdpa", download: bool = True) -> LoadedModel:
     """Model, processor and adapter for a checkpoint; see the module docstring."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _resolve_dtype(dtype, device)
@@ -141,7 +141,7 @@ def load_model(name_or_path: str, device: str | None = None, dtype=None,
     from transformers import AutoConfig, AutoProcessor
     import transformers
 
-    path = _resolve_path(name_or_path)
+    path = _resolve_path(name_or_path, download)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as err:

@@ -6,7 +6,7 @@ so the organism is a LLaVA in exactly the sense the tiny LLaVA is.
 
 from __future__ import annotations
 
-from layerprobe.models.tiny_parts import build_tokenizer, clip_vision_config, lm_kwargs
+from layerprobe.models.tiny_parts import build_tokenizer, clip_tower_config, lm_kwargs
 
 LLAVA15_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
@@ -15,6 +15,14 @@ LLAVA15_TEMPLATE = (
     " {% else %}ASSISTANT: {{ message['content'][0]['text'] }}</s>{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
+
+
+def clip_embeddings(model) -> tuple:
+    """(patch embedding, position embedding) of a LLaVA's CLIP tower: what a builder
+    re-initialises (the organisms draw the position embeddings larger than CLIP's init)."""
+    tower = model.model.vision_tower
+    embeddings = getattr(tower, "vision_model", tower).embeddings
+    return embeddings.patch_embedding, embeddings.position_embedding
 
 
 def llava_kwargs(text, vision, tok, vision_feature_layer: int = -1) -> dict:
@@ -49,7 +57,7 @@ def _parts(num_layers, hidden, heads, kv_heads, image_size, patch):
 
     tok = build_tokenizer()
     text = LlamaConfig(**lm_kwargs(tok, num_layers, hidden, heads, kv_heads))
-    return tok, llava_kwargs(text, clip_vision_config(image_size, patch), tok)
+    return tok, llava_kwargs(text, clip_tower_config(image_size, patch), tok)
 
 
 def build_llava(num_layers, hidden, heads, kv_heads, image_size: int = 56, patch: int = 14):

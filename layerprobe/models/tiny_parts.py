@@ -67,7 +67,7 @@ def lm_kwargs(tok, num_layers: int, hidden: int, heads: int, kv_heads: int, inte
     )
 
 
-def clip_vision_config(image_size: int, patch: int, hidden: int = 32, num_layers: int = 2):
+def clip_tower_config(image_size: int, patch: int, hidden: int = 32, num_layers: int = 2):
     """A CLIP tower small enough that the decoder dominates every test's cost."""
     from transformers import CLIPVisionConfig
 

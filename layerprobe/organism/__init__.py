@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.loading import load_model
 from layerprobe.models.planted import ORGANISM_FILE
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = SHIPPED_MODELS["organism"]
 
 
 def spec(path: str | Path | None = None) -> dict:

@@ -19,8 +19,9 @@ import copy
 import torch
 
 from layerprobe.data import synthetic
-from layerprobe.models.tiny_llava import llava_kwargs, llava_processor
-from layerprobe.models.tiny_parts import build_tokenizer, clip_vision_config, finish, lm_kwargs
+from layerprobe.models.registry import adapter_for
+from layerprobe.models.tiny_llava import clip_embeddings, llava_kwargs, llava_processor
+from layerprobe.models.tiny_parts import build_tokenizer, clip_tower_config, finish, lm_kwargs
 
 # The chat template of the organism: image, then the question; the cell code is the last prompt
 # token, so its query is the one that must fetch the colour. The answer follows directly.
@@ -52,7 +53,7 @@ def build_config(processor, num_layers: int, hidden: int = 128, heads: int = 4, 
                                    max_positions=max_positions))
     # the image geometry is the processor's, so a model and its processor cannot disagree on it
     image_px = processor.image_processor.crop_size["height"]
-    vision = clip_vision_config(image_px, processor.patch_size, hidden=vision_hidden, num_layers=1)
+    vision = clip_tower_config(image_px, processor.patch_size, hidden=vision_hidden, num_layers=1)
     return LlavaConfig(**llava_kwargs(text, vision, tok, vision_feature_layer=-2))
 
 
@@ -61,10 +62,9 @@ def build_model(processor, num_layers: int, seed: int = 0, **sizes):
 
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(build_config(processor, num_layers, **{**DEFAULTS, **sizes}))
-    tower = model.model.vision_tower
-    pos = getattr(tower, "vision_model", tower).embeddings.position_embedding
+    _, positions = clip_embeddings(model)
     with torch.no_grad():
-        pos.weight.normal_(0.0, 0.2)
+        positions.weight.normal_(0.0, 0.2)
     tok = processor.tokenizer
     finish(model, tok)
     model.generation_config.bos_token_id = tok.bos_token_id
@@ -72,10 +72,17 @@ def build_model(processor, num_layers: int, seed: int = 0, **sizes):
     return model
 
 
+def residual_writers(adapter, layer) -> tuple:
+    """The two projections through which a decoder layer writes into the residual stream: its
+    attention's output projection and its MLP's (zeroed, the layer is an exact identity)."""
+    return adapter.projection(adapter.attention_module(layer), "output"), adapter.mlp_output_projection(layer)
+
+
 def grow(shallow, planted: list[int], num_layers: int, seed: int = 0):
     """A ``num_layers`` decoder where layer ``planted[k]`` is shallow layer ``k`` and every other
-    layer is fresh with ``o_proj`` and ``down_proj`` zeroed: each fresh layer adds exactly zero to
-    the residual stream, so the grown model computes the shallow model's function exactly."""
+    layer is fresh with its output projections (attention and MLP) zeroed: each fresh layer adds
+    exactly zero to the residual stream, so the grown model computes the shallow model's function
+    exactly."""
     from transformers import LlavaForConditionalGeneration
 
     n_shallow = shallow.config.text_config.num_hidden_layers
@@ -87,9 +94,11 @@ def grow(shallow, planted: list[int], num_layers: int, seed: int = 0):
         config.text_config.layer_types = [config.text_config.layer_types[0]] * num_layers
     torch.manual_seed(seed + 1)
     deep = LlavaForConditionalGeneration(config)
+    adapter = adapter_for(deep.config)
     sd = shallow.state_dict()
     deep_sd = deep.state_dict()
-    prefix = "model.language_model.layers."
+    names = {module: name for name, module in deep.named_modules()}
+    prefix = names[adapter.decoder_layers(deep)] + "."  # the decoder layers' state-dict keys start so
     for key, value in sd.items():
         if key.startswith(prefix):
             k, rest = key[len(prefix):].split(".", 1)
@@ -97,11 +106,10 @@ def grow(shallow, planted: list[int], num_layers: int, seed: int = 0):
         else:
             deep_sd[key] = value.clone()
     deep.load_state_dict(deep_sd)
-    planted_set = set(planted)
     with torch.no_grad():
-        for i, layer in enumerate(deep.model.language_model.layers):
-            if i not in planted_set:
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
+        for i, layer in enumerate(adapter.decoder_layers(deep)):
+            if i not in planted:
+                for proj in residual_writers(adapter, layer):
+                    proj.weight.zero_()
     deep.generation_config = copy.deepcopy(shallow.generation_config)
     return deep

@@ -28,11 +28,14 @@ from PIL import Image
 
 from layerprobe.data import scenes
 from layerprobe.data.synthetic import clip_normalise
+from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.loading import load_model
-from layerprobe.organism.build import build_model, build_processor
+from layerprobe.models.registry import adapter_for
+from layerprobe.models.tiny_llava import clip_embeddings
+from layerprobe.organism.build import build_model, build_processor, residual_writers
 from layerprobe.organism.train import optimise, save
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "natural_weights"
+WEIGHTS_DIR = SHIPPED_MODELS["natural_organism"]
 RECIPE_FILE = "natural_organism.json"  # the recipe and its measured numbers, beside the weights
 
 
@@ -133,17 +136,17 @@ def build(spec: NaturalSpec):
                         kv_heads=spec.heads, intermediate=spec.intermediate, max_positions=128)
     if spec.scaled_init:
         # every residual branch starts small, so the deep model starts close to a shallow one
+        adapter = adapter_for(model.config)
         with torch.no_grad():
-            for layer in model.model.language_model.layers:
-                layer.self_attn.o_proj.weight.mul_((2 * spec.num_layers) ** -0.5)
-                layer.mlp.down_proj.weight.mul_((2 * spec.num_layers) ** -0.5)
+            for layer in adapter.decoder_layers(model):
+                for proj in residual_writers(adapter, layer):
+                    proj.weight.mul_((2 * spec.num_layers) ** -0.5)
     if spec.patch_init_std is not None:
         # CLIP's 0.02 leaves a patch's content (a few coloured pixels) small beside the position
         # embedding (std 0.2, build_model) before the tower's layer norm
         with torch.no_grad():
             torch.manual_seed(spec.seed)
-            tower = model.model.vision_tower
-            getattr(tower, "vision_model", tower).embeddings.patch_embedding.weight.normal_(0.0, spec.patch_init_std)
+            clip_embeddings(model)[0].weight.normal_(0.0, spec.patch_init_std)
     return model, processor
 
 

@@ -15,8 +15,9 @@ layer (shallow layer k becomes decoder layer planted[k]); visual tokens never se
    the others). Without the second, the non-owning layers write the colours of the wrong cells
    and drown the owner (63% after 1,000 s in an untied attempt; ~95% after ~800 tied steps).
 2. Untied: a short low-rate fine-tune lets each reader specialise on its own region.
-3. Grow: the other decoder layers are fresh with o_proj/down_proj zeroed (an exact identity), so
-   the 32-layer organism computes the shallow model's function exactly.
+3. Grow: the other decoder layers are fresh with their output projections (attention and MLP)
+   zeroed (an exact identity), so the 32-layer organism computes the shallow model's function
+   exactly.
 4. Optionally fine-tune the deep model under the same mask (off by default: 4x the cost per step).
 """
 
@@ -32,8 +33,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from layerprobe.core.dispatch import controller
+from layerprobe.core.knockout import knockout
 from layerprobe.data import synthetic
 from layerprobe.models import fingerprint
+from layerprobe.models.base import PROJECTIONS
 from layerprobe.models.loading import LoadedModel
 from layerprobe.models.planted import ORGANISM_FILE, PlantedEdit
 from layerprobe.models.registry import adapter_for
@@ -149,45 +153,42 @@ def region_accuracy(per_cell: list[float], regions: list[list[int]]) -> list[flo
     return [sum(per_cell[c] for c in r) / len(r) for r in regions]
 
 
-def _reader_params(layer):
-    a = layer.self_attn
-    return [a.q_proj, a.k_proj, a.v_proj, a.o_proj]
+def _reader_params(loaded, layer) -> list:
+    """A decoder layer's attention projections (query, key, value, output): what a reader is."""
+    attention = loaded.adapter.attention_module(layer)
+    return [loaded.adapter.projection(attention, which) for which in PROJECTIONS]
 
 
 @torch.no_grad()
-def find_reader(model, batches: Batches, regions, n: int = 256) -> int:
+def find_reader(loaded, batches: Batches, regions, n: int = 256) -> int:
     """The shallow layer whose text->image knockout costs the most: the one that reads."""
-    from layerprobe.core.dispatch import _BY_MODEL
-    from layerprobe.core.knockout import KnockoutEdit
-
-    ctrl = _BY_MODEL[model]  # installed by train_organism before the reader stage
     accs = []
-    for layer in range(model.config.text_config.num_hidden_layers):
-        with ctrl.edit(KnockoutEdit([layer])):
-            accs.append(evaluate(model, batches, n)["accuracy"])
+    for layer in range(loaded.num_layers):
+        with knockout(loaded, [layer]):
+            accs.append(evaluate(loaded.model, batches, n)["accuracy"])
     return int(min(range(len(accs)), key=accs.__getitem__))
 
 
 @torch.no_grad()
-def copy_reader(model, reader: int) -> None:
+def copy_reader(loaded, reader: int) -> None:
     """Every layer gets the reader's attention weights (q/k/v/o)."""
-    layers = model.model.language_model.layers
+    layers = loaded.decoder_layers
     for i, layer in enumerate(layers):
         if i != reader:
-            for dst, src in zip(_reader_params(layer), _reader_params(layers[reader])):
+            for dst, src in zip(_reader_params(loaded, layer), _reader_params(loaded, layers[reader])):
                 dst.weight.copy_(src.weight)
 
 
-def tie_readers(model) -> None:
-    layers = model.model.language_model.layers
+def tie_readers(loaded) -> None:
+    layers = loaded.decoder_layers
     for layer in layers[1:]:
-        for dst, src in zip(_reader_params(layer), _reader_params(layers[0])):
+        for dst, src in zip(_reader_params(loaded, layer), _reader_params(loaded, layers[0])):
             dst.weight = src.weight
 
 
-def untie_readers(model) -> None:
-    for layer in model.model.language_model.layers:
-        for proj in _reader_params(layer):
+def untie_readers(loaded) -> None:
+    for layer in loaded.decoder_layers:
+        for proj in _reader_params(loaded, layer):
             proj.weight = torch.nn.Parameter(proj.weight.detach().clone())
 
 
@@ -243,8 +244,6 @@ def run_steps(model, batches: Batches, steps: int, lr: float, gen: torch.Generat
 
 def train_organism(spec: TrainSpec, out: str | Path | None = None, echo: Callable[[str], None] = print) -> dict:
     """Run the whole recipe; save the organism to ``out`` (if given). Returns the metadata."""
-    from layerprobe.core.dispatch import controller
-
     torch.set_num_threads(spec.threads)
     t0 = time.time()
     deadline = t0 + spec.time_limit_s
@@ -266,20 +265,21 @@ def train_organism(spec: TrainSpec, out: str | Path | None = None, echo: Callabl
         return f
 
     shallow = build_model(processor, n, seed=spec.seed, **sizes)
-    ctrl = controller(wrap(shallow, processor))
+    shallow_loaded = wrap(shallow, processor)
+    ctrl = controller(shallow_loaded)
     everything = [list(range(synthetic.NUM_CELLS))] * n
     ctrl.add_permanent(free := PlantedEdit(list(range(n)), everything))
     s0 = run_steps(shallow, batches, spec.reader_steps, spec.lr, gen, spec.batch, spec.warmup, deadline,
                    spec.eval_every, on_eval("shallow-reader"), spec.eval_n)
-    reader = find_reader(shallow, batches, regions)
+    reader = find_reader(shallow_loaded, batches, regions)
     echo(json.dumps({"reader_layer": reader}))
-    ctrl.permanent.remove(free)
+    ctrl.remove_permanent(free)
     ctrl.add_permanent(PlantedEdit(list(range(n)), regions))
-    copy_reader(shallow, reader)
-    tie_readers(shallow)
+    copy_reader(shallow_loaded, reader)
+    tie_readers(shallow_loaded)
     s1 = run_steps(shallow, batches, spec.tied_steps, spec.lr, gen, spec.batch, spec.warmup, deadline,
                    spec.eval_every, on_eval("shallow-tied"), spec.eval_n)
-    untie_readers(shallow)
+    untie_readers(shallow_loaded)
     s2 = run_steps(shallow, batches, spec.untied_steps, spec.untied_lr, gen, spec.batch, spec.warmup, deadline,
                    spec.eval_every, on_eval("shallow-untied"), spec.eval_n)
     deep = grow(shallow, spec.planted, spec.num_layers, seed=spec.seed)
@@ -327,8 +327,6 @@ def knockout_profile(loaded, n: int = 512, split: str = "test", chunk: int = 256
     """Accuracy of the first answer token on ``split`` at baseline and with text->image knocked
     out at each single layer (through ``layerprobe.knockout``, so the permanent planted mask is
     in force too). ``drops[l]`` = baseline - knocked-out accuracy, in points."""
-    from layerprobe.core.knockout import knockout
-
     batches = Batches(loaded.processor)
     samples, _ = synthetic.load(None, split, n=n)
     colors = torch.tensor([s.extra["colors"] for s in samples])

@@ -17,7 +17,7 @@ import pandas as pd
 
 from layerprobe.core.first_step import reference_candidates
 from layerprobe.core.generation import warm_up
-from layerprobe.core.layout import check_edges
+from layerprobe.core.edges import EdgeSet, edge_set
 from layerprobe.errors import ConfigError
 from layerprobe.io.batch_loop import run_batches
 from layerprobe.analysis.sequential import Design
@@ -26,40 +26,38 @@ from layerprobe.sweep.conditions import sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.sweep.report import write_summary
-from layerprobe.sweep.timing import encode_for_edges, measure_condition_latency, read_timing, write_timing
+from layerprobe.sweep.timing import measure_condition_latency, read_timing, write_timing
 
 log = logging.getLogger(__name__)
 ENGINES = {"fast": FastEngine, "naive": NaiveEngine}
 
 
-def make_engine(name: str, edges: str, **opts):
+def make_engine(name: str, edges: str | EdgeSet, **opts):
     """The sweep engine ``name``; the fast one runs a batch naively where it would not be exact."""
     if name not in ENGINES:
         raise ConfigError(f"engine={name!r}: choose one of {', '.join(ENGINES)}")
     return ENGINES[name](edges, **opts)
 
 
-def sweep_batches(loaded, data, path, conditions, runner, edges: str, header: dict | None, batch_size: int,
+def sweep_batches(loaded, data, path, conditions, runner, edges: EdgeSet, header: dict | None, batch_size: int,
                   on_error: str, progress: bool, fields: dict | None = None) -> None:
     """Answer every (sample, condition) of ``data`` not yet in ``path`` with ``runner`` (an
     engine); ``fields`` go into every row besides the edge set."""
-    def encode(samples, images, texts):
-        return encode_for_edges(loaded, samples, images, texts, edges)
-
     def answer(samples, images, texts, todo):
         references = reference_candidates(loaded.tokenizer, [s.answers for s in samples])
-        answers = runner.run_batch(loaded, encode(samples, images, texts), todo, data.max_new_tokens, references)
+        inputs = edges.encode(loaded, samples, images, texts)
+        answers = runner.run_batch(loaded, inputs, todo, data.max_new_tokens, references)
         return {key: [a.record() for a in batch] for key, batch in answers.items()}
 
     def prepare(samples, images, texts, todo):
-        warm_up(loaded, encode(samples, images, texts))
+        warm_up(loaded, edges.encode(loaded, samples, images, texts))
 
     run_batches(data, path, header, conditions, answer, batch_size=batch_size, on_error=on_error,
-                progress=progress, desc=f"sweep {data.name}", fields={"edges": edges, **(fields or {})},
+                progress=progress, desc=f"sweep {data.name}", fields={"edges": edges.name, **(fields or {})},
                 prepare=prepare)
 
 
-def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", window: int = 1,
+def run_sweep(loaded, data, run_dir, layers=None, edges: str | EdgeSet = "image->text", window: int = 1,
               batch_size: int = 8, engine: str = "fast", header: dict | None = None,
               on_error: str = "raise", progress: bool = True, title: str | None = None,
               engine_opts: dict | None = None, timing_samples: int = 8, adaptive: Design | None = None,
@@ -70,7 +68,7 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str = "image->text", wi
     and ``wait_s`` say where the other shards are and how long a look waits for them); it returns
     None while a look waits for other shards."""
     run_dir = Path(run_dir)
-    check_edges(edges)
+    edges = edge_set(edges)
     if isinstance(timing_samples, bool) or not isinstance(timing_samples, int) or timing_samples < 0:
         raise ConfigError(f"timing_samples={timing_samples!r}: must be an integer >= 0")
     conditions = sweep_conditions(loaded.num_layers, layers, window)

@@ -45,18 +45,31 @@ def _effect_evidence(table: pd.DataFrame, effect: str | None):
     return eff, gather_evidence(table, eff, None, False, min_effect=eff.min_effect, fdr_method="bh", alpha=0.05)[0]
 
 
-def _write(table: pd.DataFrame, timing: dict[str, pd.DataFrame], out: Path, title: str | None,
-           effect: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
+def _summary(table: pd.DataFrame, timing: dict[str, pd.DataFrame]) -> pd.DataFrame:
     parts = [apply_timing(part, timing[bench]) if bench in timing else part
              for bench, part in summarise(table).groupby("benchmark", sort=False)]
-    summary = pd.concat(parts, ignore_index=True) if parts else summarise(table)
+    return pd.concat(parts, ignore_index=True) if parts else summarise(table)
+
+
+def _figure(table: pd.DataFrame, summary: pd.DataFrame, timing: dict[str, pd.DataFrame], title: str | None,
+            effect: str | None = None):
+    """The masking curves (accuracy, or ``effect`` with its CI), or None when the summary has no
+    knockout to draw."""
+    if not (summary["condition"] != "baseline").any():
+        return None
+    note = _latency_note(next(iter(timing.values()), None))
+    eff, evidence = _effect_evidence(table, effect)
+    return plot_masking_curves(summary, title=title, latency_note=note, effect=eff, evidence=evidence)
+
+
+def _write(table: pd.DataFrame, timing: dict[str, pd.DataFrame], out: Path, title: str | None,
+           effect: str | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    summary = _summary(table, timing)
     write_atomic(out / "summary.csv", summary.to_csv(index=False))
     written = [out / "summary.csv"]
-    if (summary["condition"] != "baseline").any():
-        note = _latency_note(next(iter(timing.values()), None))
-        eff, evidence = _effect_evidence(table, effect)
-        written += save_figure(plot_masking_curves(summary, title=title, latency_note=note, effect=eff,
-                                                   evidence=evidence), out / "masking_curves")
+    fig = _figure(table, summary, timing, title, effect)
+    if fig is not None:
+        written += save_figure(fig, out / "masking_curves")
     return summary, written
 
 
@@ -83,6 +96,16 @@ def write_summary(run_dir, title: str | None = None, effect: str | None = None) 
     run_dir = Path(run_dir)
     table = read_results(run_dir / "results.jsonl")
     return _write(table, _timing_by_benchmark([run_dir]), run_dir, title or _title([run_dir], table), effect)[0]
+
+
+def curves_of(run_dirs: Sequence[str | Path], title: str | None = None, effect: str | None = None):
+    """(summary, masking-curves figure or None) of one run, or of several merged by
+    ``merge_runs`` (which may refuse them), written nowhere: what a report page shows."""
+    run_dirs = [Path(r) for r in run_dirs]
+    table = merge_runs(run_dirs)[0] if len(run_dirs) > 1 else read_results(run_dirs[0] / "results.jsonl")
+    timing = _timing_by_benchmark(run_dirs)
+    summary = _summary(table, timing)
+    return summary, _figure(table, summary, timing, title or _title(run_dirs, table), effect)
 
 
 def default_out(run_dirs: Sequence[Path]) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from layerprobe.core.edges import edge_set
 from layerprobe.core.generation import warm_up
 from layerprobe.data.batching import first_decodable
 from layerprobe.io.results import write_atomic
@@ -24,8 +25,9 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
     samples, images = first_decodable(data.samples, n_samples)
     if not samples:
         return pd.DataFrame()
-    batches = [encode_for_edges(loaded, samples[i:i + batch_size], images[i:i + batch_size],
-                                [data.prompt(s) for s in samples[i:i + batch_size]], edges)
+    edges = edge_set(edges)
+    batches = [edges.encode(loaded, samples[i:i + batch_size], images[i:i + batch_size],
+                            [data.prompt(s) for s in samples[i:i + batch_size]])
                for i in range(0, len(samples), batch_size)]
     warm_up(loaded, batches[0])
     engine = NaiveEngine(edges)
@@ -44,13 +46,6 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
              "prefill_s": prefill[c.key] / runs, "n_samples": len(samples),
              "batch_size": min(batch_size, len(samples)), "repeats": repeats} for c in conditions]
     return pd.DataFrame(rows)
-
-
-def encode_for_edges(loaded, samples, images, texts, edges: str) -> dict:
-    """A sweep batch's inputs; for ``image->question`` the layout also learns where each sample's
-    question sits in its prompt."""
-    questions = [s.question for s in samples] if edges == "image->question" else None
-    return loaded.encode(images, texts, questions=questions)
 
 
 def write_timing(run_dir, timing: pd.DataFrame) -> None:

@@ -7,6 +7,7 @@ even when the batch needs no baseline row)."""
 
 from __future__ import annotations
 
+from layerprobe.core.edges import EdgeSet, edge_set
 from layerprobe.core.first_step import choose_reference, first_step_fields
 from layerprobe.core.generation import Answer, generate_answers, generate_with_first_logits
 from layerprobe.core.knockout import knockout
@@ -16,8 +17,8 @@ from layerprobe.sweep.conditions import BASELINE, Condition
 class NaiveEngine:
     name = "naive"
 
-    def __init__(self, edges: str = "image->text", **_):
-        self.edges = edges
+    def __init__(self, edges: str | EdgeSet = "image->text", **_):
+        self.edges = edge_set(edges)
 
     def run_batch(self, loaded, inputs: dict, conditions: list[Condition], max_new_tokens: int,
                   references=None, scores: bool = True) -> dict[tuple, list[Answer]]:

@@ -6,6 +6,7 @@ shapes of growing visual-token count.
     python experiments/bench_sweep.py --out bench.json       # also write the JSON line to a file
     python experiments/bench_sweep.py --table bench.json     # the README's rows from that JSON
     python experiments/bench_sweep.py --shapes llava-1.5-7b,llava-1.6-7b --skip-organism --device cuda --dtype bfloat16
+    python experiments/bench_sweep.py --control              # control=text_keys vs knockout, fast engine
 
 Models are random, 32 layers, hidden 512, 8 heads, CLIP at 336 px / patch 14:
 
@@ -33,6 +34,13 @@ answer agrees. The last line is one JSON object: ``speedup``/``limit``/``agree``
 and ``shapes``, one record per shape; ``--table`` turns it into the README's rows and
 ``--figure`` draws speedup and limit against visual tokens.
 
+``--control`` measures instead what a specificity control costs the fast engine
+(``control=text_keys``, ``layerprobe.core.controls``): per shape, a sweep of the baseline alone, of
+the baseline and a knockout at every layer, and of the baseline and a control at every layer,
+alternated 7 times; it prints per condition the whole sweep's time and the time beyond the
+baseline's own sweep, each for the knockouts and the controls, and their ratio (medians, wall
+clock and CPU time).
+
 Allocator: the script first keeps freed memory in the process's heap, as ``layerprobe-sweep``
 does on CPU (``layerprobe.sweep.heap``; ``--malloc default`` leaves glibc's defaults). Both engines
 free and re-allocate tensors of several MiB per layer; with glibc's defaults each comes back as
@@ -52,6 +60,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from layerprobe.core.controls import control_edges
+from layerprobe.core.dispatch import controller
 from layerprobe.core.generation import warm_up
 from layerprobe.evaluation.peak_memory import peak_memory
 from layerprobe.models.loading import LoadedModel
@@ -164,8 +174,53 @@ def compare(loaded, batches, new, label, memory: bool = True, chunk: int = NAIVE
     return out
 
 
+def compare_control(loaded, batches, new, label, repeats: int = 7) -> dict:
+    """The fast engine's cost per condition, knockouts against their controls (``control=text_keys``):
+    a sweep of the baseline alone, of the baseline and a knockout at every layer, and of the
+    baseline and a control at every layer, alternated ``repeats`` times (in a rotating order) so
+    that the machine's drift falls on all three alike. Per condition: the whole sweep's time over
+    its conditions, and the time beyond the baseline's own sweep (prefill and the baseline's
+    decoding) over them; wall clock and CPU time of this process, medians."""
+    control = control_edges("image->text", "text_keys")
+    every = sweep_conditions(loaded.num_layers, control=control)
+    sets = {"baseline": every[:1], "knockout": [c for c in every if c.name != "control"],
+            "control": [c for c in every if c.name != "knockout"]}
+    warm_up(loaded, batches[0])
+    fast = FastEngine()
+    for conds in sets.values():
+        fast.run_batch(loaded, batches[0], conds, new)  # warm-up
+    wall, cpu = {name: [] for name in sets}, {name: [] for name in sets}
+    names = list(sets)
+    for r in range(repeats):
+        for name in names[r % 3:] + names[:r % 3]:
+            seconds, cpu_seconds, _ = time_engine(fast, loaded, batches, sets[name], new)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    n = loaded.num_layers
+    out = {"repeats": repeats}
+    for clock, runs in (("wall", wall), ("cpu", cpu)):
+        t = {name: float(np.median(v)) for name, v in runs.items()}
+        per = {name: t[name] / (n + 1) for name in ("knockout", "control")}
+        beyond = {name: (t[name] - t["baseline"]) / n for name in ("knockout", "control")}
+        out[clock] = {"sweep_s": {k: round(v, 3) for k, v in t.items()},
+                      "per_condition_ms": {k: round(v * 1e3, 2) for k, v in per.items()},
+                      "beyond_baseline_ms": {k: round(v * 1e3, 2) for k, v in beyond.items()},
+                      "ratio": round(per["control"] / per["knockout"], 3),
+                      "ratio_beyond_baseline": round(beyond["control"] / beyond["knockout"], 3)}
+        print(f"[{label}] {clock}: per condition knockout {out[clock]['per_condition_ms']['knockout']} ms, control "
+              f"{out[clock]['per_condition_ms']['control']} ms, control/knockout {out[clock]['ratio']:.3f}; beyond the "
+              f"baseline's own sweep knockout {out[clock]['beyond_baseline_ms']['knockout']} ms, control "
+              f"{out[clock]['beyond_baseline_ms']['control']} ms, control/knockout "
+              f"{out[clock]['ratio_beyond_baseline']:.3f} (medians of {repeats})")
+    layouts = [controller(loaded).layout_of(b["input_ids"], b.get("attention_mask")) for b in batches]
+    out["control_keys_blocked"] = sorted({int(k) for layout in layouts for k in control.keys(layout).sum(1)})
+    out["ratio"], out["ratio_beyond_baseline"] = out["wall"]["ratio"], out["wall"]["ratio_beyond_baseline"]
+    print(f"[{label}] a control blocks {out['control_keys_blocked']} text keys per sample")
+    return out
+
+
 def run_shape(name: str, hidden: int, samples: int, cache: dict, device: str = "cpu", dtype: str = "float32",
-              smoke: bool = False) -> dict:
+              smoke: bool = False, control: bool = False) -> dict:
     family, views, _ = SHAPES[name]
     if family not in cache:
         cache.clear()  # one model at a time: two 7B models need not share the device
@@ -175,8 +230,9 @@ def run_shape(name: str, hidden: int, samples: int, cache: dict, device: str = "
     loaded = cache[family]
     side = views * view_size(loaded)
     rng = np.random.RandomState(0)
+    # sample ids: the control draws its keys per sample
     batches = [loaded.encode([Image.fromarray(rng.randint(0, 255, (side, side, 3), dtype=np.uint8))],
-                             [QUESTION + SUFFIX]) for _ in range(samples)]
+                             [QUESTION + SUFFIX], sample_ids=[str(i)]) for i in range(samples)]
     ids = batches[0]["input_ids"]
     visual_mask = loaded.adapter.visual_token_mask(loaded.model, ids)[0]
     visual = int(visual_mask.sum())
@@ -186,10 +242,12 @@ def run_shape(name: str, hidden: int, samples: int, cache: dict, device: str = "
     hidden = loaded.model.config.text_config.hidden_size
     print(f"[{name}] {loaded.name}, hidden {hidden}, {loaded.num_layers} layers, {system} system + {visual} visual + "
           f"{text} text tokens, max_new_tokens={NEW_TOKENS}; token-layer limit {limit:.1f}x")
+    about = {"shape": name, "visual_tokens": visual, "prompt_tokens": ids.shape[1], "samples": samples,
+             "hidden": hidden, "device": str(loaded.device), "dtype": str(loaded.model.dtype).removeprefix("torch.")}
+    if control:
+        return {**about, **compare_control(loaded, batches, NEW_TOKENS, f"{name}, {samples} sample(s), batch 1")}
     result = compare(loaded, batches, NEW_TOKENS, f"{name}, {samples} sample(s), batch 1")
-    return {"shape": name, "visual_tokens": visual, "prompt_tokens": ids.shape[1], "samples": samples,
-            "hidden": hidden, "device": str(loaded.device), "dtype": str(loaded.model.dtype).removeprefix("torch."),
-            **result, "limit": round(limit, 2), "of_limit": round(result["speedup"] / limit, 3)}
+    return {**about, **result, "limit": round(limit, 2), "of_limit": round(result["speedup"] / limit, 3)}
 
 
 def table(record: dict) -> str:
@@ -240,6 +298,9 @@ def main():
     ap.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     ap.add_argument("--smoke", action="store_true", help="the real shapes (*-7b) at tiny sizes, for a CPU check")
     ap.add_argument("--skip-organism", action="store_true")
+    ap.add_argument("--control", action="store_true",
+                    help="the fast engine's cost per condition of control=text_keys against the knockout's, "
+                         "instead of naive vs fast")
     ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
                     help="keep: glibc keeps freed memory in the heap (fewer page faults, less noise); default: as is")
     ap.add_argument("--out", help="also write the JSON line to this file")
@@ -273,17 +334,22 @@ def main():
             org = load_organism()
             data = load_benchmark("organism", limit=16)
             batches = [org.encode([s.load_image() for s in data.samples[i:i + 8]],
-                                  [data.prompt(s) for s in data.samples[i:i + 8]])
+                                  [data.prompt(s) for s in data.samples[i:i + 8]],
+                                  sample_ids=[str(s.sample_id) for s in data.samples[i:i + 8]])
                        for i in range(0, len(data.samples), 8)]
-            compare(org, batches, data.max_new_tokens, "organism, 16 samples, batch 8", memory=False)
+            if args.control:
+                compare_control(org, batches, data.max_new_tokens, "organism, 16 samples, batch 8")
+            else:
+                compare(org, batches, data.max_new_tokens, "organism, 16 samples, batch 8", memory=False)
         except (ImportError, FileNotFoundError, OSError) as err:
             print(f"[organism] skipped: {err}")
 
     models: dict = {}
-    shapes = [run_shape(n, args.hidden, args.samples or SHAPES[n][2], models, args.device, args.dtype, args.smoke)
-              for n in names]
+    shapes = [run_shape(n, args.hidden, args.samples or SHAPES[n][2], models, args.device, args.dtype, args.smoke,
+                        args.control) for n in names]
     first = shapes[0]
-    record = {"speedup": first["speedup"], "limit": first["limit"], "agree": first["agree"],
+    headline = ("ratio", "ratio_beyond_baseline") if args.control else ("speedup", "limit", "agree")
+    record = {**{k: first[k] for k in headline}, "control": args.control,
               "shape": first["shape"], "threads": torch.get_num_threads(), "malloc": malloc,
               "load_before": load, "load_after": os.getloadavg()[0] if load is not None else None,
               "shapes": shapes}

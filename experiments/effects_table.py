@@ -7,7 +7,9 @@ One markdown row per (benchmark, layer): per effect its estimate with the 95% bo
 q, starred where discovery (that effect's defaults) calls the layer; then, per effect, the
 fusion and review layers it finds. Each effect's q-values come from its own discovery (one FDR
 family per effect, as ``layerprobe-discover effect=...`` computes them). Where the sweep has
-control rows, each effect's cell also gives the control's estimate and the contrast's q.
+control rows (``layerprobe-sweep control=text_keys``), each effect's cell also gives the control's
+estimate with its CI and q, and the knockout-versus-control q; the discoveries are then given
+without and with ``require_specific=true``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from layerprobe.analysis.effects import EFFECTS
 def cell(row) -> str:
     text = f"{row['effect']:+.4g} [{row['ci_low']:+.3g}, {row['ci_high']:+.3g}] q={row['q']:.2g}"
     if "control_effect" in row and row["control_effect"] == row["control_effect"]:
-        text += f"; control {row['control_effect']:+.3g}, specific q={row['specific_q']:.2g}"
+        text += (f"; control {row['control_effect']:+.3g} [{row['control_ci_low']:+.3g}, "
+                 f"{row['control_ci_high']:+.3g}] q={row['control_q']:.2g}; vs control q={row['specific_q']:.2g}")
     return text + (" *" if row["significant"] else "")
 
 
@@ -39,7 +42,12 @@ def main() -> None:
         print(f"| {key[0]} | {key[1]} | " + " | ".join(cell(frames[e].loc[key]) for e in args.effects) + " |")
     print()
     for e, f in found.items():
-        print(f"{e}: fusion layers {f.fusion_layers}, review layer {f.review_layer}")
+        print(f"{e} (min_effect {f.settings['min_effect']:g}): fusion layers {f.fusion_layers}, "
+              f"review layer {f.review_layer}")
+        if "control_effect" in f.evidence:
+            specific = discover(args.runs, effect=e, require_specific=True)
+            print(f"{e} with require_specific=true: fusion layers {specific.fusion_layers}, "
+                  f"review layer {specific.review_layer}")
 
 
 if __name__ == "__main__":

@@ -53,11 +53,11 @@ def adaptive_replay(table: pd.DataFrame, run: str, num_layers: int, effect: str)
     data = read_header(f"{run}/results.jsonl")["data"]
     keys = ("name", "root", "split", "limit", "seed")
     positions = load_benchmark(**{k: data[k] for k in keys if data.get(k) is not None}).positions
-    conditions = table.loc[table["condition"] == "knockout", "layer"].nunique()
-    plan = Design(effect=effect).plan(len(positions), conditions)
+    layers = table.loc[table["condition"] == "knockout", "layer"].nunique()
+    plan = Design(effect=effect).plan(len(positions), layers)
     as_run, stopped = replay(table, plan, positions)
     found = discover(as_run, num_layers=num_layers, effect=effect, n_resamples=0,
-                     adaptive=record(plan, stopped, conditions, len(positions)))
+                     adaptive=record(plan, stopped, layers, len(positions)))
     return len(as_run) / len(table), (tuple(found.fusion_layers), found.review_layer)
 
 

@@ -33,10 +33,11 @@ def organism():
     return layerprobe.load_model("organism")
 
 
-def _sweep(loaded, run_dir, **data_args):
+def _sweep(loaded, run_dir, control=None, **data_args):
     data = load_benchmark("organism", **data_args)
     header = {"config_hash": "adaptive-test", "model": loaded.describe(), "data": {"name": "organism", **data_args}}
-    return run_sweep(loaded, data, run_dir, adaptive=Design(), progress=False, timing_samples=0, header=header)
+    return run_sweep(loaded, data, run_dir, adaptive=Design(), progress=False, timing_samples=0, header=header,
+                     control=control)
 
 
 def test_finds_the_planted_layers_from_at_most_half_the_answers(organism, tmp_path):
@@ -52,6 +53,24 @@ def test_finds_the_planted_layers_from_at_most_half_the_answers(organism, tmp_pa
     assert found.settings["adaptive"] and found.settings["effect"] == "prob_change"
     stopped = {s["layer"]: s["decision"] for s in record["stopped"]}
     assert all(stopped.get(layer) == "irrelevant" for layer in range(32) if layer not in planted)
+
+
+@pytest.mark.slow
+def test_with_a_control_finds_the_planted_specific_layers_from_at_most_half_the_answers(organism, tmp_path):
+    # a layer's control runs and stops with it: the answers count both, the full sweep's too
+    assert _sweep(organism, tmp_path, control="text_keys") is not None
+    record = read_adaptive(tmp_path)
+    answers = record["answers"]
+    print(answers, record["ends"])
+    assert answers["full_sweep"] == 512 * (1 + 2 * 32) and answers["computed"] <= answers["full_sweep"] / 2
+    table = read_results(tmp_path)
+    assert answers["computed"] == len(table)
+    per_layer = table[table["condition"] != "baseline"].groupby(["layer", "condition"]).size().unstack()
+    assert (per_layer["control"] == per_layer["knockout"]).all()
+    found = discover(tmp_path, require_specific=True)
+    planted = organism.extra["organism"]["planted"]
+    assert (found.fusion_layers, found.review_layer) == (planted[:-1], planted[-1])
+    assert not (found.evidence["control_q"] <= found.settings["alpha"]).any()
 
 
 def test_shards_decide_together_and_merge_into_the_unsharded_run(organism, tmp_path):

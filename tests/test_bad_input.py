@@ -108,7 +108,10 @@ def test_unsupported_architecture(capsys, tmp_path):
     (("mask.window=2",), "mask.window=2: must be an odd number"),
     (("layers=[0]", "engine=turbo"), "engine='turbo': choose one of fast, naive"),
     (("layers=[0]", "batch_size=0"), "batch_size=0: must be a positive integer"),
-], ids=["layer-out-of-range", "negative-layer", "empty-layer-list", "even-window", "unknown-engine", "zero-batch"])
+    (("control=shuffle",), "control='shuffle': unknown control; choose one of text_keys, text_keys_and_sink (or null: none)"),
+    (("control=text_keys", "control_seed=abc"), "control_seed='abc': must be an integer"),
+], ids=["layer-out-of-range", "negative-layer", "empty-layer-list", "even-window", "unknown-engine", "zero-batch",
+        "unknown-control", "bad-control-seed"])
 def test_bad_sweep_option(capsys, tmp_path, overrides, message):
     assert message in sweep_error(capsys, tmp_path, *data(VQAV2), "data.limit=1", *overrides)
 

@@ -62,8 +62,9 @@ def test_sweep_page_shows_the_planted_drops_discovery_profile_and_command(tmp_pa
     # discovery: exactly the planted layers are significant; the profile exported beside it
     evidence = pd.read_csv(run / "discovery.csv").set_index("layer")
     significant = parsed.table("benchmark", "layer", "part")
-    assert [(r[1], r[2], r[6]) for r in significant] == [("1", "early", "0.5"), ("3", "late", "0.3")]
-    assert significant[0][11] == f"{evidence.loc[1, 'p']:.4g}"
+    assert [(r[1], r[2], r[4], r[5]) for r in significant] == [("1", "early", "accuracy", "0.5"),
+                                                               ("3", "late", "accuracy", "0.3")]
+    assert significant[0][8] == f"{evidence.loc[1, 'p']:.4g}"
     profile = [parsed.rows((key,))[0][1] for key in ("fusion_layers", "review_layer", "post_integrated_layer")]
     assert profile == ["1", "3", "2"]
     # the figures are the run's own files, embedded as they are

@@ -2,7 +2,7 @@
 the p-values that keep the discovery's error rate valid whatever the looks did.
 
     design = Design(looks=(0.25, 0.5), effect="logprob", alpha=0.05)
-    plan = design.plan(total=512, conditions=32)     # sample counts per stage, alpha per look
+    plan = design.plan(total=512, layers=32)         # sample counts per stage, alpha per look
     decisions = look(table_upto_stage, plan, look_index=0, running={("organism", 0), ...})
     evidence = design_pvalues(evidence, plan, stopped)   # what discovery corrects
 
@@ -13,7 +13,9 @@ its samples so far, with the discovery's own effect and test:
   bootstrap bound of its harm is below ``min_effect``: it cannot plausibly reach the floor
   discovery needs to call it a fusion layer;
 - **stop, found** (early rejection) when its p-value is <= ``alpha_k``, its test leans towards
-  harm and the one-sided lower bound of its harm is >= ``min_effect``;
+  harm and the one-sided lower bound of its harm is >= ``min_effect``; where the sweep runs a
+  control, also when the knockout-versus-control test is <= ``alpha_k`` and leans towards harm
+  (a layer's control runs and stops with it);
 - otherwise it runs on the next stage's samples.
 
 The overall p-value of a layer, the one the FDR correction sees, is (``A_k`` = alpha spent at
@@ -26,8 +28,9 @@ looks 1..k, ``A`` = all interim alpha):
 Under a layer's null hypothesis P(overall p <= t) <= t for every t, whatever the dependence
 between looks (the looks' contributions telescope: sum over k of min(alpha_k, t - A_(k-1)) plus
 (t - A) for the end), and stopping as irrelevant only raises a p-value, so the futility rule can
-be anything (non-binding). Benjamini-Hochberg over these p-values keeps its false discovery rate
-as in the full sweep; the default ``interim_alpha = alpha / conditions`` makes every early
+be anything (non-binding); the bound needs of an early stop only that its p_k <= alpha_k, so
+asking more of it (the control's contrast) keeps it. Benjamini-Hochberg over these p-values keeps its false discovery rate
+as in the full sweep; the default ``interim_alpha = alpha / layers`` makes every early
 rejection one that BH over the run's layers keeps. docs/discovery.md has the details.
 """
 
@@ -40,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from layerprobe.analysis.effects import get_effect, layer_effects, resolve_test
+from layerprobe.analysis.evidence import CONTROL
 from layerprobe.errors import ConfigError
 
 FOUND, IRRELEVANT, RUNNING = "found", "irrelevant", "running"
@@ -53,7 +57,7 @@ class Design:
     test: str | None = None                  # None: the effect's default test
     alpha: float = 0.05                      # the discovery's FDR level
     futility_beta: float = 0.01              # one-sided level of the bounds that stop a layer
-    interim_alpha: float | None = None       # alpha spent on early rejection; None: alpha / conditions
+    interim_alpha: float | None = None       # alpha spent on early rejection; None: alpha / layers
     correct_threshold: float = 0.5
     n_resamples: int = 2000
     seed: int = 0
@@ -75,12 +79,13 @@ class Design:
     def floor(self) -> float:
         return get_effect(self.effect).min_effect if self.min_effect is None else float(self.min_effect)
 
-    def plan(self, total: int, conditions: int) -> "Plan":
-        """Stage sizes for ``total`` samples (cumulative, the last = total) and alpha per look."""
-        if total < 1 or conditions < 1:
-            raise ConfigError(f"adaptive sweep: needs samples and knockout conditions (got {total}, {conditions})")
+    def plan(self, total: int, layers: int) -> "Plan":
+        """Stage sizes for ``total`` samples (cumulative, the last = total) and alpha per look;
+        ``layers``: how many knockout layers the looks test (a layer's control is not tested)."""
+        if total < 1 or layers < 1:
+            raise ConfigError(f"adaptive sweep: needs samples and knockout layers (got {total}, {layers})")
         ends = sorted({max(1, math.ceil(f * total)) for f in self.looks} - {total}) + [total]
-        spend = self.alpha / conditions if self.interim_alpha is None else self.interim_alpha
+        spend = self.alpha / layers if self.interim_alpha is None else self.interim_alpha
         per_look = [spend / (len(ends) - 1)] * (len(ends) - 1) if len(ends) > 1 else []
         return Plan(self, ends, per_look)
 
@@ -127,11 +132,22 @@ def look(table: pd.DataFrame, plan: Plan, look_index: int, running) -> pd.DataFr
                        confidence=1 - 2 * d.futility_beta, n_resamples=d.n_resamples, seed=d.seed,
                        min_effect=d.floor)
     lower, upper = _bounds(ev, eff.harm)
-    found = (ev["p"] <= plan.alpha_at[look_index]) & (ev["direction"] > 0) & (lower >= d.floor)
+    alpha = plan.alpha_at[look_index]
+    found = (ev["p"] <= alpha) & (ev["direction"] > 0) & (lower >= d.floor)
+    specific_p = np.full(len(ev), np.nan)
+    if (rows["condition"] == CONTROL).any():
+        # a layer with a control stops as found only once its knockout also beats the control at
+        # this look's level; otherwise both run on, so that the contrast discovery tests
+        # (require_specific) gets every sample
+        spec = layer_effects(rows, d.effect, d.test, against=CONTROL, correct_threshold=d.correct_threshold,
+                             n_resamples=d.n_resamples, seed=d.seed, min_effect=d.floor)
+        spec = spec.set_index(["benchmark", "layer"]).reindex(pd.MultiIndex.from_frame(ev[["benchmark", "layer"]]))
+        specific_p = spec["p"].to_numpy(float)
+        found &= (specific_p <= alpha) & (spec["direction"].to_numpy(float) > 0)
     irrelevant = upper < d.floor
-    ev = ev.assign(lower=lower, upper=upper,
+    ev = ev.assign(lower=lower, upper=upper, specific_p=specific_p,
                    decision=np.where(found, FOUND, np.where(irrelevant, IRRELEVANT, RUNNING)))
-    return ev[["benchmark", "layer", "n", "effect", "lower", "upper", "p", "direction", "decision"]]
+    return ev[["benchmark", "layer", "n", "effect", "lower", "upper", "p", "direction", "specific_p", "decision"]]
 
 
 def design_pvalues(evidence: pd.DataFrame, plan: Plan, stopped: dict) -> pd.DataFrame:
@@ -224,10 +240,10 @@ def adjust_for_design(evidence: pd.DataFrame, records: dict) -> pd.DataFrame:
     return pd.concat(parts).loc[evidence.index]
 
 
-def record(plan: Plan, stopped: dict, conditions: int, total: int) -> dict:
+def record(plan: Plan, stopped: dict, layers: int, total: int) -> dict:
     """The JSON-able record of a design and its stops: what ``adaptive.json`` holds and what
-    ``discover(..., adaptive=...)`` reads."""
-    return {"design": plan.design.record(), "conditions": conditions, "total": total, "ends": list(plan.ends),
+    ``discover(..., adaptive=...)`` reads (``conditions``: the knockout layers the looks test)."""
+    return {"design": plan.design.record(), "conditions": layers, "total": total, "ends": list(plan.ends),
             "alpha_at": [float(a) for a in plan.alpha_at],
             "stopped": [{"benchmark": b, "layer": int(l), "decision": d, "look": int(k)}
                         for (b, l), (d, k) in sorted(stopped.items())]}

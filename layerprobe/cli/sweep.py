@@ -5,6 +5,7 @@ benchmark; defaults to the model organism and its synthetic test set.
     layerprobe-sweep model=llava15_7b data=textvqa data.root=/data/textvqa layers=[0,1,2]
     layerprobe-sweep -m hydra/launcher=local data=vqav2,gqa 'data.root=/data/${data.name}' data.num_shards=2 data.shard=0,1
     layerprobe-sweep adaptive=true design.looks=[0.25,0.5]      # stage-wise: decided layers stop early
+    layerprobe-sweep control=text_keys                          # + a specificity control at every layer
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ def adaptive_design(cfg):
 
 
 def sweep(cfg) -> None:
+    from layerprobe.core.controls import control_edges
     from layerprobe.sweep.loop import run_sweep
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.run_dir)
     design, shard_runs, wait_s = adaptive_design(cfg)   # a bad design fails before anything loads
+    control = cfg.get("control")
+    if control is not None:   # so does a bad control
+        control_edges(cfg.mask.edges, control, cfg.get("control_seed", 0))
     data = load_data_from(cfg.data)   # first: a bad data.root should not wait for a 7B checkpoint to load
     loaded = load_model_from(cfg.model)
     if cfg.keep_heap and loaded.device.type == "cpu":
@@ -54,12 +59,15 @@ def sweep(cfg) -> None:
     mask = to_python(cfg.mask)
     layers = to_python(cfg.layers)
     identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "mask": mask, "layers": layers}
+    if control is not None:   # as with adaptive, a sweep without a control keeps its hash
+        identity["control"] = {"name": control, "seed": cfg.get("control_seed", 0)}
     if design is not None:   # a full sweep's hash stays what it was
         identity["adaptive"] = design.record()
     header = {
         "config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
         "layerprobe_version": __version__, **({"adaptive": design.record()} if design else {}),
+        **({"control": identity["control"]} if control is not None else {}),
     }
     log.info("model %s (%d layers), %s: %d samples (%d skipped on load), run dir %s",
              loaded.name, loaded.num_layers, data.name, len(data.samples), len(data.skipped), run_dir)
@@ -69,7 +77,8 @@ def sweep(cfg) -> None:
         progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
         engine_opts={"variants_per_batch": cfg.variants_per_batch,
                      "memory_budget_gb": cfg.get("memory_budget_gb")}, timing_samples=cfg.timing_samples,
-        adaptive=design, shard_runs=shard_runs, wait_s=wait_s,
+        adaptive=design, shard_runs=shard_runs, wait_s=wait_s, control=control,
+        control_seed=cfg.get("control_seed", 0),
     )
     if summary is None:
         log.warning("stopped at a look that waits for other shards; rerun this command once they finish")
@@ -77,7 +86,7 @@ def sweep(cfg) -> None:
     base = summary[summary["condition"] == "baseline"]
     if len(base):
         log.info("baseline accuracy %.3f; lowest knockout %s", base["accuracy"].iloc[0],
-                 summary[summary["condition"] != "baseline"].nsmallest(3, "accuracy")[["layer", "accuracy"]]
+                 summary[summary["condition"] == "knockout"].nsmallest(3, "accuracy")[["layer", "accuracy"]]
                  .to_dict("records"))
     log.info("wrote %s", run_dir)
     write_page(run_dir)

@@ -95,14 +95,21 @@ class EdgeSet:
 
     def encode(self, loaded, samples, images, texts) -> dict:
         """A batch's model inputs; the layout also learns what this edge set needs of each sample."""
-        questions = sample_ids = None
-        if QUESTION in self.needs:
-            questions = [getattr(s, "question", None) for s in samples]
-            if not all(questions):
-                raise ConfigError(f"edges={self.name!r}: every sample needs its question text")
-        if SAMPLE in self.needs:
-            sample_ids = [str(s.sample_id) for s in samples]
-        return loaded.encode(images, texts, questions=questions, sample_ids=sample_ids)
+        return encode_for([self], loaded, samples, images, texts)
+
+
+def encode_for(edge_sets, loaded, samples, images, texts) -> dict:
+    """A batch's model inputs for several edge sets at once (a knockout and its control): the
+    layout learns what any of them needs of each sample."""
+    needs = {need: e.name for e in edge_sets for need in e.needs}
+    questions = sample_ids = None
+    if QUESTION in needs:
+        questions = [getattr(s, "question", None) for s in samples]
+        if not all(questions):
+            raise ConfigError(f"edges={needs[QUESTION]!r}: every sample needs its question text")
+    if SAMPLE in needs:
+        sample_ids = [str(s.sample_id) for s in samples]
+    return loaded.encode(images, texts, questions=questions, sample_ids=sample_ids)
 
 
 # the registry ---------------------------------------------------------------------------
@@ -133,6 +140,11 @@ def edge_set(edges: str | EdgeSet) -> EdgeSet:
     if found is None:
         raise ConfigError(f"edges={edges!r}: unknown edge set; choose one of {', '.join(_REGISTRY)}")
     return found
+
+
+def registered_edge_set(name: str) -> EdgeSet | None:
+    """The edge set registered as ``name``, or None."""
+    return _REGISTRY.get(name)
 
 
 def edge_sets() -> list[EdgeSet]:

@@ -6,7 +6,7 @@ they accept and refuse exactly the same sets of runs.
     table, provenance = merge_runs(["runs/vqav2_shard0", "runs/vqav2_shard1"])
 
 Refused, each with a one-line ConfigError naming the runs: a run given twice; runs of different
-models (config hash, checkpoint name or path, depth), edge sets or mask windows; shards of one
+models (config hash, checkpoint name or path, depth), edge sets, mask windows or controls; shards of one
 benchmark with different data selections; a sample in several runs; a condition that does not
 cover every sample of its benchmark once several runs are merged (different layer lists, or an
 unfinished shard). Adaptive sweeps (``adaptive.json`` beside their results) merge when every
@@ -130,6 +130,7 @@ def merge_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, 
     _check_same("model.num_layers", {r: m.get("num_layers") for r, m in model.items()})
     _check_same("edges", {r: h.get("edges") for r, h in headers.items()})
     _check_same("mask.window", {r: h.get("window") for r, h in headers.items()})
+    _check_same("control", {r: h.get("control") for r, h in headers.items()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(table):
         # before the selection check: a sharded and a whole run share samples, which says more

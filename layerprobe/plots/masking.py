@@ -18,13 +18,25 @@ from layerprobe.plots.discovery import curve
 LAYER_AXIS = "knocked-out decoder layer (0-based)"
 
 
+def _rows(summary: pd.DataFrame, condition: str) -> pd.DataFrame:
+    return summary[summary["condition"] == condition].sort_values("layer")
+
+
 def plot_accuracy(summary: pd.DataFrame, ax, label: str | None = None, color=None):
-    """Knockout accuracy per layer with its CI band; the baseline as a dashed line."""
-    ko = summary[summary["condition"] != "baseline"].sort_values("layer")
+    """Knockout accuracy per layer with its CI band, the control's beside it (dashed, where the
+    sweep ran one); the baseline as a dashed line."""
+    ko, control = _rows(summary, "knockout"), _rows(summary, "control")
     base = summary[summary["condition"] == "baseline"]
     x = ko["layer"].astype(int).to_numpy()
     line, = ax.plot(x, ko["accuracy"], marker="o", ms=3, lw=1.4, label=label or "knockout", color=color)
     ax.fill_between(x, ko["ci_low"].astype(float), ko["ci_high"].astype(float), alpha=0.2, color=line.get_color())
+    if len(control):
+        shade = line.get_color() if label else "0.35"
+        xc = control["layer"].astype(int).to_numpy()
+        ax.plot(xc, control["accuracy"], ls="--", marker="x", ms=4, lw=1.1, color=shade,
+                label=f"control{' ' + label if label else ''}")
+        ax.fill_between(xc, control["ci_low"].astype(float), control["ci_high"].astype(float), alpha=0.12,
+                        color=shade, lw=0)
     if len(base):
         b = base.iloc[0]
         ax.axhline(b["accuracy"], ls="--", lw=1, color=line.get_color() if label else "0.3",
@@ -55,11 +67,14 @@ def plot_effect(evidence: pd.DataFrame, effect, ax, label: str | None = None, co
 
 
 def plot_latency(summary: pd.DataFrame, ax, note: str | None = None):
-    ko = summary[summary["condition"] != "baseline"].sort_values("layer")
+    ko, control = _rows(summary, "knockout"), _rows(summary, "control")
     base = summary[summary["condition"] == "baseline"]
     x = ko["layer"].astype(int).to_numpy()
     ax.plot(x, ko["latency_s"] * 1e3, marker="o", ms=3, lw=1.2, label="total")
     ax.plot(x, ko["prefill_s"] * 1e3, marker="s", ms=3, lw=1.0, label="prefill")
+    if len(control):
+        ax.plot(control["layer"].astype(int), control["latency_s"] * 1e3, ls="--", marker="x", ms=4, lw=1.0,
+                label="control total")
     if len(base):
         ax.axhline(base.iloc[0]["latency_s"] * 1e3, ls="--", lw=1, color="0.3", label="baseline total")
     ax.set_ylabel("latency per sample (ms)")

@@ -26,9 +26,14 @@ LOWEST = 5  # knockout layers listed per benchmark, lowest accuracy first
 SUMMARY_COLUMNS = {"benchmark": "benchmark", "condition": "condition", "layer": "layer", "n": "n",
                    "accuracy": "accuracy", "ci_low": "95% CI low", "ci_high": "95% CI high",
                    "drop": "drop vs baseline", "latency_ms": "latency per sample (ms)"}
-EVIDENCE_COLUMNS = {"benchmark": "benchmark", "layer": "layer", "part": "part", "n": "n",
-                    "baseline_acc": "baseline", "knockout_acc": "knockout", "drop": "drop", "ci_low": "drop CI low",
-                    "ci_high": "drop CI high", "n_lost": "lost", "n_gained": "gained", "p": "p", "q": "q"}
+# the discovery's own effect first (the column effect_name says which), then the control's where
+# the sweep ran one, then the accuracy counts every discovery reports
+EVIDENCE_COLUMNS = {"benchmark": "benchmark", "layer": "layer", "part": "part", "n": "n", "effect_name": "effect",
+                    "effect": "estimate", "ci_low": "CI low", "ci_high": "CI high", "p": "p", "q": "q",
+                    "control_effect": "control", "control_ci_low": "control CI low",
+                    "control_ci_high": "control CI high", "control_q": "control q",
+                    "specific_q": "knockout vs control q", "specific": "specific", "baseline_acc": "baseline accuracy",
+                    "knockout_acc": "knockout accuracy", "n_lost": "lost", "n_gained": "gained"}
 
 
 def _group_key(run: Path) -> tuple:
@@ -38,14 +43,18 @@ def _group_key(run: Path) -> tuple:
 
 
 def lowest_layers(summary: pd.DataFrame, k: int = LOWEST) -> pd.DataFrame:
-    """Per benchmark, the baseline row and the ``k`` knockout layers of lowest accuracy, with the
-    drop against the baseline and the latency in milliseconds."""
+    """Per benchmark, the baseline row and the ``k`` knockout layers of lowest accuracy (each with
+    its control's row, where the sweep ran one), with the drop against the baseline and the
+    latency in milliseconds."""
     rows = []
     for _, part in summary.groupby("benchmark", sort=False):
         base = part[part["condition"] == "baseline"]
         base_acc = float(base["accuracy"].iloc[0]) if len(base) else float("nan")
-        knocked = part[part["condition"] != "baseline"].nsmallest(k, "accuracy")
-        for _, row in pd.concat([base, knocked]).iterrows():
+        knocked = part[part["condition"] == "knockout"].nsmallest(k, "accuracy")
+        controls = part[part["condition"] == "control"]
+        shown = [base, *(pd.concat([knocked.loc[[i]], controls[controls["layer"] == layer]])
+                         for i, layer in zip(knocked.index, knocked["layer"]))]
+        for _, row in pd.concat(shown).iterrows():
             rows.append({**row.to_dict(), "drop": None if row["condition"] == "baseline" else base_acc - row["accuracy"],
                          "latency_ms": row["latency_s"] * 1e3})
     out = pd.DataFrame(rows)
@@ -137,7 +146,8 @@ def discovery_sections(folder: Path) -> list[Section]:
             body += table(significant, EVIDENCE_COLUMNS)
         png = where / "discovery.png"
         if png.is_file():
-            body += figure(png, "knockout accuracy per layer with the discovered fusion and review layers")
+            body += figure(png, "the discovery's effect per layer (the control's beside it, where the sweep ran "
+                                "one) with the discovered fusion and review layers")
         profiles = _profiles_beside(where)
         body += "".join(_profile_body(p, parsed, text, folder) for p, parsed, text in profiles) or note(
             "no layer profile beside it (layerprobe-discover writes none without a review layer)")

@@ -1,6 +1,7 @@
 """The adaptive sweep: every condition on the first stage's samples, then further stages only
 for the layers an interim look has not decided (``layerprobe.analysis.sequential``), the baseline
-on every stage some layer still needs. Resumable and shardable like the full sweep.
+on every stage some layer still needs. A layer's control condition (if the sweep runs one) runs
+and stops with its layer. Resumable and shardable like the full sweep.
 
     record = run_stages(data, run_dir, conditions, answer_stage, Design(), shard_runs=None, wait_s=0)
     record["answers"]    # {"computed": 5120, "full_sweep": 16896, "share": 0.303}
@@ -96,14 +97,17 @@ def run_stages(data, run_dir, conditions, answer_stage, design: Design, shard_ru
     """Run the stages; ``answer_stage(stage_data, conditions, fields)`` answers one stage's
     samples (the sweep loop). Returns the record written to ``adaptive.json``, with ``complete``."""
     run_dir = Path(run_dir)
-    knockouts = [c for c in conditions if c.key != BASELINE.key]
-    plan = design.plan(int(data.total or len(data.samples)), len(knockouts))
+    # a layer's control (if any) follows its knockout: it runs while the layer runs and stops with
+    # it, and the design's alpha is split over the layers, whose knockouts the looks test
+    variants = [c for c in conditions if c.key != BASELINE.key]
+    layers = sorted({c.layer for c in variants})
+    plan = design.plan(int(data.total or len(data.samples)), len(layers))
     dirs = shard_directories(run_dir, data.shard, data.num_shards, shard_runs)
-    design_record = record(plan, {}, len(knockouts), plan.ends[-1])["design"]
+    design_record = record(plan, {}, len(layers), plan.ends[-1])["design"]
     state = read_adaptive(run_dir) or {}
     if state and state.get("design") != design_record:
         raise ConfigError(f"{run_dir}: holds an adaptive sweep with another design; use a new run directory")
-    state = {**record(plan, {}, len(knockouts), plan.ends[-1]), "looks": state.get("looks", []),
+    state = {**record(plan, {}, len(layers), plan.ends[-1]), "looks": state.get("looks", []),
              "stage_done": state.get("stage_done", 0), "status": "running"}
     stopped = {(s["benchmark"], int(s["layer"])): (s["decision"], lk["look"] - 1)
                for lk in state["looks"] for s in lk["decisions"] if s["decision"] != RUNNING}
@@ -111,13 +115,13 @@ def run_stages(data, run_dir, conditions, answer_stage, design: Design, shard_ru
     positions = data.positions or {str(s.sample_id): i for i, s in enumerate(data.samples)}
     stage_of = {sid: plan.stage_of(pos) for sid, pos in positions.items()}
     for k in range(1, len(plan.ends) + 1):
-        running = [c for c in knockouts if (data.name, c.layer) not in stopped]
+        running = [c for c in variants if (data.name, c.layer) not in stopped]
         if not running:
             break
         samples = [s for s in data.samples if stage_of[str(s.sample_id)] == k]
         stage_data = replace(data, samples=samples, skipped=data.skipped if k == 1 else [])
         log.info("adaptive sweep, stage %d of %d: %d samples here, baseline + %d of %d layers", k,
-                 len(plan.ends), len(samples), len(running), len(knockouts))
+                 len(plan.ends), len(samples), len({c.layer for c in running}), len(layers))
         answer_stage(stage_data, [BASELINE, *running], {"stage": k})
         state["stage_done"] = max(state["stage_done"], k)
         _save(run_dir, {**state, "stopped": record(plan, stopped, 0, 0)["stopped"]})

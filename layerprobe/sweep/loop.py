@@ -4,6 +4,7 @@ written as produced into ``results.jsonl``, then ``summary.csv`` and the masking
     data = load_benchmark("organism")
     summary = run_sweep(loaded, data, "runs/organism", edges="image->text")
     summary = run_sweep(loaded, data, "runs/adaptive", adaptive=Design())   # stage-wise (sweep/adaptive.py)
+    summary = run_sweep(loaded, data, "runs/control", control="text_keys")  # + a control at every layer
 
 A rerun into the same directory resumes: rows already on disk are not recomputed.
 """
@@ -17,12 +18,13 @@ import pandas as pd
 
 from layerprobe.core.first_step import reference_candidates
 from layerprobe.core.generation import warm_up
-from layerprobe.core.edges import EdgeSet, edge_set
+from layerprobe.core.controls import control_edges
+from layerprobe.core.edges import EdgeSet, edge_set, encode_for
 from layerprobe.errors import ConfigError
 from layerprobe.io.batch_loop import run_batches
 from layerprobe.analysis.sequential import Design
 from layerprobe.sweep.adaptive import run_stages
-from layerprobe.sweep.conditions import sweep_conditions
+from layerprobe.sweep.conditions import edge_sets_of, sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
 from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.sweep.report import write_summary
@@ -43,14 +45,16 @@ def sweep_batches(loaded, data, path, conditions, runner, edges: EdgeSet, header
                   on_error: str, progress: bool, fields: dict | None = None) -> None:
     """Answer every (sample, condition) of ``data`` not yet in ``path`` with ``runner`` (an
     engine); ``fields`` go into every row besides the edge set."""
+    edge_sets = edge_sets_of(conditions, edges)
+
     def answer(samples, images, texts, todo):
         references = reference_candidates(loaded.tokenizer, [s.answers for s in samples])
-        inputs = edges.encode(loaded, samples, images, texts)
+        inputs = encode_for(edge_sets, loaded, samples, images, texts)
         answers = runner.run_batch(loaded, inputs, todo, data.max_new_tokens, references)
         return {key: [a.record() for a in batch] for key, batch in answers.items()}
 
     def prepare(samples, images, texts, todo):
-        warm_up(loaded, edges.encode(loaded, samples, images, texts))
+        warm_up(loaded, encode_for(edge_sets, loaded, samples, images, texts))
 
     run_batches(data, path, header, conditions, answer, batch_size=batch_size, on_error=on_error,
                 progress=progress, desc=f"sweep {data.name}", fields={"edges": edges.name, **(fields or {})},
@@ -61,17 +65,20 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str | EdgeSet = "image-
               batch_size: int = 8, engine: str = "fast", header: dict | None = None,
               on_error: str = "raise", progress: bool = True, title: str | None = None,
               engine_opts: dict | None = None, timing_samples: int = 8, adaptive: Design | None = None,
-              shard_runs=None, wait_s: float = 0.0) -> pd.DataFrame | None:
+              shard_runs=None, wait_s: float = 0.0, control: str | None = None, control_seed: int = 0
+              ) -> pd.DataFrame | None:
     """Sweep ``data`` on ``loaded``; see the module docstring. With the fast engine, the latency
     curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv).
     ``adaptive``: a Design, for the adaptive sweep (``layerprobe.sweep.adaptive``; ``shard_runs``
     and ``wait_s`` say where the other shards are and how long a look waits for them); it returns
-    None while a look waits for other shards."""
+    None while a look waits for other shards. ``control``: a specificity control
+    (``layerprobe.core.controls``) run beside every knockout, rows ``condition="control"``."""
     run_dir = Path(run_dir)
     edges = edge_set(edges)
     if isinstance(timing_samples, bool) or not isinstance(timing_samples, int) or timing_samples < 0:
         raise ConfigError(f"timing_samples={timing_samples!r}: must be an integer >= 0")
-    conditions = sweep_conditions(loaded.num_layers, layers, window)
+    controls = None if control is None else control_edges(edges, control, control_seed)
+    conditions = sweep_conditions(loaded.num_layers, layers, window, controls)
     runner = make_engine(engine, edges, **(engine_opts or {}))
 
     def answer_stage(stage_data, stage_conditions, fields):

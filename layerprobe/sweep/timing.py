@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from layerprobe.core.edges import edge_set
+from layerprobe.core.edges import edge_set, encode_for
 from layerprobe.core.generation import warm_up
 from layerprobe.data.batching import first_decodable
 from layerprobe.io.results import write_atomic
+from layerprobe.sweep.conditions import edge_sets_of
 from layerprobe.sweep.engines.naive import NaiveEngine
 
 TIMING_FILE = "timing.csv"
@@ -26,8 +27,9 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
     if not samples:
         return pd.DataFrame()
     edges = edge_set(edges)
-    batches = [edges.encode(loaded, samples[i:i + batch_size], images[i:i + batch_size],
-                            [data.prompt(s) for s in samples[i:i + batch_size]])
+    edge_sets = edge_sets_of(conditions, edges)
+    batches = [encode_for(edge_sets, loaded, samples[i:i + batch_size], images[i:i + batch_size],
+                          [data.prompt(s) for s in samples[i:i + batch_size]])
                for i in range(0, len(samples), batch_size)]
     warm_up(loaded, batches[0])
     engine = NaiveEngine(edges)

@@ -16,7 +16,9 @@ padding, the model's permanent structure and the knockout), so no layer code is 
 The same holds while decoding: as long as a variant's tokens are the baseline's, its states below
 its first knocked-out layer are the baseline's, so it joins the decode batch only there.
 
-The first answer step's probabilities
+A condition may bring its own edge set (a specificity control, ``layerprobe.core.controls``): the
+same argument holds for any fast edge set, so a stack mixes knockouts and controls, each row
+masked by its own edge set's pairs (built once per pass). The first answer step's probabilities
 (``layerprobe.core.first_step``) come from the baseline prefill's last logits and each variant's
 suffix-pass logits: no forward pass beyond the answers'.
 """
@@ -35,7 +37,7 @@ from layerprobe.core.generation import Answer, decode_new_tokens, greedy_kwargs,
 from layerprobe.core.layout import TokenLayout
 from layerprobe.errors import ConfigError
 from layerprobe.core.first_step import choose_reference, first_step_fields
-from layerprobe.sweep.conditions import BASELINE, Condition
+from layerprobe.sweep.conditions import BASELINE, Condition, edge_sets_of
 from layerprobe.sweep.engines.memory import check_budget, memory_budget, variant_cost, variants_that_fit
 from layerprobe.sweep.engines.naive import NaiveEngine
 from layerprobe.sweep.engines.row_store import NewKeysValues, RowStore
@@ -95,7 +97,8 @@ class FastEngine:
                   references=None, scores: bool = True) -> dict[tuple, list[Answer]]:
         """As ``NaiveEngine.run_batch``: the first step's probabilities come from the baseline
         prefill's last logits and each variant's suffix-pass logits (no extra forward pass)."""
-        reason = fast_engine_reason(self.edges, loaded.adapter)
+        reasons = (fast_engine_reason(e, loaded.adapter) for e in edge_sets_of(conditions, self.edges))
+        reason = next(filter(None, reasons), None)
         if reason is not None:
             if getattr(self, "_warned", None) != reason:
                 log.warning("engine=fast falls back to naive: %s", reason)
@@ -116,9 +119,10 @@ class FastEngine:
         if pos is None:
             pos = torch.arange(T, device=device)[None].expand(B, T)
         P = int(layout.first_text.min())
-        if bool(self.edges.queries(layout)[:, :P].any()):
-            raise ConfigError(f"edges={self.edges.name!r} is registered as fast, but it edits a position before "
-                              "the first post-image text token: register it with fast=False")
+        for edges in edge_sets_of(conditions, self.edges):
+            if bool(edges.queries(layout)[:, :P].any()):
+                raise ConfigError(f"edges={edges.name!r} is registered as fast, but it edits a position before "
+                                  "the first post-image text token: register it with fast=False")
         base_first = out.logits[:, -1].argmax(-1)
         ref_ids = choose_reference(out.logits[:, -1], references) if scores else None
         first_step = {BASELINE.key: first_step_fields(out.logits[:, -1], base_first, ref_ids)} if scores else {}
@@ -187,28 +191,28 @@ class _Run:
         self.final_norm, self.lm_head = adapter.final_norm(model), adapter.lm_head(model)
         self.shared = _SharedPrefix(adapter, kv, P)
 
-    def masks(self, layout: TokenLayout, q_pos):
+    def masks(self, layout: TokenLayout, q_pos, conditions):
         """Per layer ``j``, for rows ``conds``: (per variant, None or the prefix keys it may not
-        see (B, q, P); own allowed (n*B, 1, q, kv-P)). Causal, padding and the knockout are built
-        once per pass; only the model's permanent structure (if any) is asked per layer."""
+        see (B, q, P); own allowed (n*B, 1, q, kv-P)). Causal, padding and each edge set's blocks
+        (the knockout's, a control's) are built once per pass for every edge set of
+        ``conditions``; only the model's permanent structure (if any) is asked per layer."""
         P = self.P
         allowed = layout.allowed(q_pos)
-        knocked = allowed & ~self.edges.blocked(layout, q_pos)
+        edited = {e.name: allowed & ~e.blocked(layout, q_pos) for e in edge_sets_of(conditions, self.edges)}
 
         def prefix_blocked(rows):
             return None if bool(rows[..., :P].all()) else ~rows[..., :P]
-        fixed = prefix_blocked(allowed), prefix_blocked(knocked)
+        fixed = {None: prefix_blocked(allowed), **{name: prefix_blocked(rows) for name, rows in edited.items()}}
 
         def at(j, conds):
-            unedited, knock = allowed, knocked
-            pre_unedited, pre_knock = fixed
+            # per row: None (unedited at j) or the name of the edge set it applies at j
+            hit = [(c.edges or self.edges).name if j in c.knocked_out else None for c in conds]
+            rows, prefix = {None: allowed, **edited}, fixed
             permanent = self.ctrl.blocked(j, layout, q_pos)
             if permanent is not None:
-                unedited, knock = unedited & ~permanent, knock & ~permanent
-                pre_unedited, pre_knock = prefix_blocked(unedited), prefix_blocked(knock)
-            hit = [j in c.knocked_out for c in conds]
-            return ([pre_knock if h else pre_unedited for h in hit],
-                    torch.cat([(knock if h else unedited)[..., P:] for h in hit], dim=0)[:, None])
+                rows = {name: r & ~permanent for name, r in rows.items() if name is None or name in hit}
+                prefix = {name: prefix_blocked(r) for name, r in rows.items()}
+            return [prefix[h] for h in hit], torch.cat([rows[h][..., P:] for h in hit], dim=0)[:, None]
         return at
 
     def layer(self, j, x, positions, masks, own):
@@ -232,7 +236,7 @@ class _Run:
         B, T = self.layout.valid.shape
         P, hidden = self.P, self.hidden
         starts = [min(c.knocked_out) for c in group]  # ascending: the active variants are a prefix
-        masks = self.masks(self.layout, torch.arange(P, T, device=hidden[0].device))
+        masks = self.masks(self.layout, torch.arange(P, T, device=hidden[0].device), group)
         x = hidden[0][:0, P:]
         for j in range(starts[0], len(self.layers)):
             entering = sum(1 for s in starts if s == j)
@@ -276,7 +280,7 @@ class _Run:
         it joins the batch only there (``begin``), its keys below copied from the baseline's row."""
         n, B, T = len(rows), *self.layout.valid.shape
         sample = torch.arange(B, device=h.device)
-        masks = self.masks(layout, torch.tensor([T + step - 1], device=h.device))
+        masks = self.masks(layout, torch.tensor([T + step - 1], device=h.device), rows)
         step_pos = self.pos[..., -1:] + step
         for j in range(len(self.layers)):
             active = [v for v in range(n) if begin[v] <= j]

@@ -28,12 +28,12 @@ class NaiveEngine:
         if not scores:
             out = {}
             for cond in conditions:
-                with knockout(loaded, cond.knocked_out, self.edges):
+                with knockout(loaded, cond.knocked_out, cond.edges or self.edges):
                     out[cond.key] = generate_answers(loaded, inputs, max_new_tokens)
             return out
         out, base_first, ref_ids = {}, None, None
         for cond in [BASELINE] + [c for c in conditions if c.key != BASELINE.key]:
-            with knockout(loaded, cond.knocked_out, self.edges):
+            with knockout(loaded, cond.knocked_out, cond.edges or self.edges):
                 answers, logits, first = generate_with_first_logits(loaded, inputs, max_new_tokens)
             if base_first is None:
                 base_first, ref_ids = first, choose_reference(logits, references)

@@ -130,7 +130,8 @@ def merge_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, 
     _check_same("model.num_layers", {r: m.get("num_layers") for r, m in model.items()})
     _check_same("edges", {r: h.get("edges") for r, h in headers.items()})
     _check_same("mask.window", {r: h.get("window") for r, h in headers.items()})
-    _check_same("control", {r: h.get("control") for r, h in headers.items()})
+    # a run without a control is one ("none"), so it does not merge with one that has a control
+    _check_same("control", {r: h.get("control") or "none" for r, h in headers.items()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if len(table):
         # before the selection check: a sharded and a whole run share samples, which says more

@@ -19,56 +19,37 @@ options ``curves.csv`` and ``curve_<method>_<option>.{png,pdf}``, and for contra
 
 from __future__ import annotations
 
-import json
 import logging
-import re
+import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli.hydra_errors import run_app
+from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli, run_header, writer_options
+from layerprobe.cli.run_names import method_label, preset  # noqa: F401  (method_label: the label resolver)
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 
 log = logging.getLogger("layerprobe.eval")
-
-
-def _method_defaults(name: str) -> dict:
-    """The shipped options of method ``name`` (``conf/method/<name>.yaml``); just its name if none ship."""
-    path = CONF_DIR / "method" / f"{name}.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {"name": name}
-
-
-def _label_value(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(_label_value(v) for v in value)
-    text = json.dumps(value) if value is None or isinstance(value, bool) else str(value)
-    return re.sub(r"[^A-Za-z0-9.,+-]+", "_", text)[:40]  # a path component, not a sentence
-
-
-def method_label(method) -> str:
-    """A run's default label: the method's name, then ``option-value`` for each option that differs
-    from the shipped defaults, so a multirun over an option writes one directory per value."""
-    options = plain(method)
-    defaults = _method_defaults(options["name"])
-    changed = [f"{k}-{_label_value(v)}" for k, v in options.items()
-               if k != "name" and (k not in defaults or defaults[k] != v)]
-    return "_".join([options["name"], *changed])
-
-
-OmegaConf.register_new_resolver("method_label", method_label, replace=True)
+# eval.yaml adds the working folder's conf/ to Hydra's search path (presets saved there by
+# layerprobe-discover out=conf/profile/x.yaml); most folders have none, which is no news
+warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
+WAYS_OUT = "give label=<a new name> (or run_dir=<a folder inside eval_dir>) for a new run"
 
 
 def _profile(cfg, loaded):
     from layerprobe.analysis.profiles import method_profile
 
     given = cfg.get("profile") or cfg.get("profile_file")
-    return method_profile(plain(given) if given is not None and not isinstance(given, str) else given, loaded)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    name = choices.get("profile") or "(composed preset)" if cfg.get("profile") else str(given)
+    return method_profile(plain(given) if given is not None and not isinstance(given, str) else given, loaded,
+                          check=cfg.get("profile_check", True) is not False, name=name)
 
 
 def _run_dir(cfg) -> Path:
@@ -97,13 +78,15 @@ def _header(cfg, loaded, data, method_options: dict, profile) -> dict:
 
     profile = profile if takes_profile(method_options["name"]) else None
     identity = {"model": plain(cfg.model), "data": plain(cfg.data), "method": method_options, "profile": profile}
-    return {"config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
-            "method": method_options, "profile": profile, "metric": data.metric, "layerprobe_version": __version__}
+    transfer = {"profile_check": False} if profile is not None and cfg.get("profile_check", True) is False else {}
+    return {**run_header(loaded, data, config_hash(identity)), "model": loaded.describe(), "data": plain(cfg.data),
+            "method": method_options, "profile": profile, **transfer, "metric": data.metric,
+            "layerprobe_version": __version__}
 
 
 def _run_options(cfg) -> dict:
     return {"batch_size": cfg.batch_size, "on_error": cfg.data.get("on_error", "raise"),
-            "memory_pass": cfg.memory_pass, "progress": cfg.progress}
+            "memory_pass": cfg.memory_pass, "progress": cfg.progress, "writer_opts": writer_options(cfg, WAYS_OUT)}
 
 
 def _baseline_run(eval_dir: Path, bench: str, header: dict) -> tuple[Path, set[str]]:
@@ -131,7 +114,7 @@ def run_baseline(cfg, loaded, data, eval_dir: Path) -> None:
     from layerprobe.evaluation.run import run_method
     from layerprobe.methods.registry import make_method
 
-    header = _header(cfg, loaded, data, _method_defaults(name), None)
+    header = _header(cfg, loaded, data, preset("method", name), None)
     run_dir, present = _baseline_run(eval_dir, data.name, header)
     wanted = {str(s.sample_id) for s in data.samples} | {str(sid) for sid, _ in data.skipped}
     present &= wanted
@@ -211,7 +194,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    _main()
+    run_app(_main, "eval")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli
+from layerprobe.cli import run_names  # noqa: F401  (registers the run_dir resolver)
+from layerprobe.cli.hydra_errors import run_app
+from layerprobe.cli.common import load_data_from, load_model_from, plain, run_cli, run_header, writer_options
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
 
 log = logging.getLogger("layerprobe.sweep")
+WAYS_OUT = "give run_dir=<a new folder> (a multirun: hydra.sweep.dir=<a new folder>) for a new run"
 
 
 def sweep(cfg) -> None:
@@ -35,7 +38,7 @@ def sweep(cfg) -> None:
     layers = plain(cfg.layers)
     identity = {"model": plain(cfg.model), "data": plain(cfg.data), "mask": mask, "layers": layers}
     header = {
-        "config_hash": config_hash(identity), "model": loaded.describe(), "data": plain(cfg.data),
+        **run_header(loaded, data, config_hash(identity)), "model": loaded.describe(), "data": plain(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
         "layerprobe_version": __version__,
     }
@@ -47,6 +50,7 @@ def sweep(cfg) -> None:
         progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
         engine_opts={"variants_per_batch": cfg.variants_per_batch,
                      "memory_budget_gb": cfg.get("memory_budget_gb")}, timing_samples=cfg.timing_samples,
+        writer_opts=writer_options(cfg, WAYS_OUT),
     )
     base = summary[summary["condition"] == "baseline"]
     if len(base):
@@ -62,7 +66,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    _main()
+    run_app(_main, "sweep")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
 
 def _official(record: Record, has_answers: bool, root) -> Sample:
     record.ident("questionId")  # so that an error about the image names the question
-    return _sample(record, has_answers, str(root / record.text("image")))
+    return _sample(record, has_answers, record.inside(root, record.text("image"), "image"))
 
 
 def _sample(record: Record, has_answers: bool, image) -> Sample:

@@ -33,6 +33,7 @@ from layerprobe.sweep.engines.split_attention import split_attention
 from layerprobe.core.layout import TokenLayout
 from layerprobe.errors import ConfigError
 from layerprobe.core.generation import Answer, sync, decode_new_tokens, greedy_kwargs
+from layerprobe.core.finite_logits import LogitsWatch
 
 log = logging.getLogger(__name__)
 FAST_EDGES = ("image->text", "image->last", "image->question", "image->prompt")
@@ -170,7 +171,8 @@ class FastEngine:
         if pos is None:
             pos = torch.arange(T, device=device)[None].expand(inputs["input_ids"].shape[0], T)
         P = int(layout.first_text.min())
-        base_first = out.logits[:, -1].argmax(-1)
+        self._watch = LogitsWatch()   # NaN/inf logits, per condition and sample
+        base_first = self._watch.pick(out.logits[:, -1], [BASELINE.key])
         sync(device)
         prefill_s = time.perf_counter() - start
 
@@ -197,7 +199,8 @@ class FastEngine:
         for c in conditions:
             texts, counts = decode_new_tokens(loaded, tokens[c.key])
             # Shared work has no per-variant time: honest per-layer latency is measured apart.
-            answers[c.key] = [Answer(t, prefill_s, total, n) for t, n in zip(texts, counts)]
+            bad = self._watch.flags(c.key, len(texts))
+            answers[c.key] = [Answer(t, prefill_s, total, n, b) for t, n, b in zip(texts, counts, bad)]
         return answers
 
     def _group_size(self, loaded, layout, P, variants, max_new_tokens, hidden, cache) -> int:
@@ -290,7 +293,7 @@ class FastEngine:
                                 masks(j, group[:n]), own)
                 store.write_suffix(j, slice(B, (n + 1) * B), *own.new)
         logits = loaded.model.get_output_embeddings()(lm.norm(x[:, -1]))
-        return list(logits.argmax(-1).view(len(group), B))
+        return list(self._watch.pick(logits, [c.key for c in group]).view(len(group), B))
 
     def _decode(self, loaded, lm, ctrl, rows, firsts, cache, store, layout, pos, P, max_new_tokens):
         """Greedy decode of ``rows`` (the baseline first) at once over the shared prefix. A variant
@@ -338,7 +341,7 @@ class FastEngine:
                         [v for v in range(n) if begin[v] > j], device=h.device)[:, None] * B + sample).reshape(-1)
                     store.copy_baseline(j, idle, B)
                 logits = loaded.model.get_output_embeddings()(lm.norm(h[:, -1]))
-                nxt = logits.argmax(-1).reshape(n, B)
+                nxt = self._watch.pick(logits, [c.key for c in rows], live=~done).reshape(n, B)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
                 tokens.append(nxt)
                 done = done | torch.isin(nxt, eos)

@@ -40,6 +40,7 @@ def _broken_checkpoint(family: str, path: Path) -> tuple[str, str]:
     return dropped, reshaped
 
 
+@pytest.mark.core   # what transformers reports about keys is a release's: checked on the oldest and newest
 @pytest.mark.parametrize("family", list(BUILDERS))
 def test_a_checkpoint_whose_weights_do_not_fit_is_refused(tmp_path, family):
     dropped, reshaped = _broken_checkpoint(family, tmp_path / family)
@@ -70,6 +71,7 @@ def test_check_keys_false_loads_it_anyway_with_a_warning(capsys, tmp_path, caplo
     assert "loading anyway (check_keys=false): those weights are random" in caplog.text
 
 
+@pytest.mark.core   # the hash must not move with the release, or profile=organism would be refused
 def test_model_config_hash_is_the_architecture_not_dtype_path_or_depth_twins(tmp_path):
     from layerprobe.organism import WEIGHTS_DIR
 

@@ -247,7 +247,7 @@ def test_recipe_discovers_from_the_shards_what_the_unsharded_run_gives(recipe_ru
     result = discover_runs(runs["whole"], out=base / "whole_profile" / "profile.yaml", figure=False)
     assert notes[0] == f"note: {result.missing}" and result.profile.review_layer is None
     written = sorted((base / "conf" / "profile").iterdir())
-    assert [p.name for p in written] == ["tiny_llava15.yaml"]      # out= holds the profile only
+    assert [p.name for p in written] == ["my_tiny_llava15.yaml"]   # out= holds the profile only
     first = sorted(r for r in runs["sharded"])[0]
     sharded = pd.read_csv(first / "discovery.csv")                # the evidence stays with the runs
     whole = pd.read_csv(runs["whole"][0] / "discovery.csv")

@@ -9,7 +9,8 @@ every method and benchmark found in the eval directory (paired against vanilla).
     layerprobe-eval profile_file=runs/sweep/organism/organism/image_text/profile.yaml
 
 Writes ``<eval_dir>/<benchmark>/<label>/results.jsonl`` (per sample; the label is the method's name
-plus each option that differs from ``conf/method/<name>.yaml``, e.g. ``contrastive_percentile-5``).
+plus each option that differs from ``conf/method/<name>.yaml``, e.g. ``contrastive_percentile-5``,
+plus the profile of a method that reads one: ``layerprobe.cli.run_names``).
 With ``baseline: vanilla`` (default) a missing vanilla run of the same model, data and samples is
 run first into ``<eval_dir>/<benchmark>/vanilla``. From all runs below ``eval_dir``:
 ``comparison.{csv,md,png,pdf}``, ``flips.csv``, ``<benchmark>/flips_<label>.png``, for swept

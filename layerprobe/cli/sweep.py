@@ -15,13 +15,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli import run_names  # noqa: F401  (registers the run_dir resolver)
+from layerprobe.cli.common import (identity as config_identity, load_data_from, load_model_from, run_cli, run_header,
+                                   to_python, writer_options)
+from layerprobe.cli.hydra_errors import run_app
 from layerprobe.cli.report import write_page
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
 
 log = logging.getLogger("layerprobe.sweep")
+WAYS_OUT = "give run_dir=<a new folder> (a multirun: hydra.sweep.dir=<a new folder>) for a new run"
 
 
 def sweep(cfg) -> None:
@@ -36,7 +40,7 @@ def sweep(cfg) -> None:
     layers = to_python(cfg.layers)
     identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "mask": mask, "layers": layers}
     header = {
-        "config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
+        **run_header(loaded, data, config_hash(identity)), "model": loaded.describe(), "data": to_python(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
         "layerprobe_version": __version__,
     }
@@ -48,6 +52,7 @@ def sweep(cfg) -> None:
         progress=cfg.progress, title=f"{loaded.name} on {data.name}: {mask['edges']} knockout",
         engine_opts={"variants_per_batch": cfg.variants_per_batch,
                      "memory_budget_gb": cfg.get("memory_budget_gb")}, timing_samples=cfg.timing_samples,
+        writer_opts=writer_options(cfg, WAYS_OUT),
     )
     base = summary[summary["condition"] == "baseline"]
     if len(base):
@@ -64,7 +69,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    _main()
+    run_app(_main, "sweep")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ total latency, synchronised on CUDA, warm-up excluded by the caller running :fun
     answers[0].text, answers[0].prefill_s, answers[0].total_s, answers[0].n_tokens
     generate_answers(loaded, inputs, 16, logits_processor=LogitsProcessorList([proc]))   # extra generate() kwargs
 
-``prefill_s`` and ``total_s`` are wall-clock seconds of the whole batch's call.
+``prefill_s`` and ``total_s`` are wall-clock seconds of the whole batch's call. An answer whose
+logits held NaN or inf at some step is flagged (``nonfinite``, ``layerprobe.core.finite_logits``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from layerprobe.core.finite_logits import watch_model
+
 
 @dataclass
 class Answer:
@@ -24,11 +27,13 @@ class Answer:
     prefill_s: float
     total_s: float
     n_tokens: int
+    nonfinite: bool = False   # the logits held NaN or inf: the answer means nothing
 
     def record(self) -> dict:
         """The fields of a results row this answer fills."""
+        flag = {"nonfinite_logits": True} if self.nonfinite else {}
         return {"prediction": self.text, "prefill_s": self.prefill_s, "total_s": self.total_s,
-                "n_tokens": self.n_tokens}
+                "n_tokens": self.n_tokens, **flag}
 
 
 def sync(device: torch.device) -> None:
@@ -87,14 +92,16 @@ def generate_answers(loaded, inputs: dict, max_new_tokens: int, **generate_kwarg
     start = time.perf_counter()
     clock = _PrefillClock(loaded.model, start)
     try:
-        out = loaded.model.generate(**inputs, **greedy_kwargs(loaded, max_new_tokens), **generate_kwargs)
+        with watch_model(loaded.model) as watch:
+            out = loaded.model.generate(**inputs, **greedy_kwargs(loaded, max_new_tokens), **generate_kwargs)
     finally:
         clock.close()
     sync(device)
     total = time.perf_counter() - start
     texts, counts = decode_new_tokens(loaded, out[:, inputs["input_ids"].shape[1]:])
     prefill = clock.prefill_s if clock.prefill_s is not None else total
-    return [Answer(t, prefill, total, n) for t, n in zip(texts, counts)]
+    bad = watch.flags(None, len(texts))
+    return [Answer(t, prefill, total, n, b) for t, n, b in zip(texts, counts, bad)]
 
 
 @torch.no_grad()

@@ -140,7 +140,7 @@ def discovery_sections(folder: Path) -> list[Section]:
             body += figure(png, "knockout accuracy per layer with the discovered fusion and review layers")
         profiles = _profiles_beside(where)
         body += "".join(_profile_body(p, parsed, text, folder) for p, parsed, text in profiles) or note(
-            "no layer profile beside it (layerprobe-discover writes none without a review layer)")
+            "no layer profile beside it (layerprobe-discover out=... wrote it elsewhere)")
         body += details(f"every test ({len(evidence)} rows)", table(evidence, EVIDENCE_COLUMNS))
         name = relative(where, folder)
         sections.append(Section("Discovery" + ("" if name == "." else f": {name}"), body))

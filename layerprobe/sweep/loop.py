@@ -38,9 +38,12 @@ def make_engine(name: str, edges: str | EdgeSet, **opts):
 def run_sweep(loaded, data, run_dir, layers=None, edges: str | EdgeSet = "image->text", window: int = 1,
               batch_size: int = 8, engine: str = "fast", header: dict | None = None,
               on_error: str = "raise", progress: bool = True, title: str | None = None,
-              engine_opts: dict | None = None, timing_samples: int = 8) -> pd.DataFrame:
+              engine_opts: dict | None = None, timing_samples: int = 8, writer_opts: dict | None = None
+              ) -> pd.DataFrame:
     """Sweep ``data`` on ``loaded``; see the module docstring. With the fast engine, the latency
-    curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv)."""
+    curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv).
+    ``writer_opts``: options of the results writer (``layerprobe.io.results.ResultsWriter``). A
+    shard without a sample to answer is a valid, empty run: its summary has no rows."""
     run_dir = Path(run_dir)
     edges = edge_set(edges)
     if isinstance(timing_samples, bool) or not isinstance(timing_samples, int) or timing_samples < 0:
@@ -57,8 +60,11 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str | EdgeSet = "image-
 
     run_batches(data, run_dir / "results.jsonl", header, conditions, answer, batch_size=batch_size,
                 on_error=on_error, progress=progress, desc=f"sweep {data.name}", fields={"edges": edges.name},
-                prepare=prepare)
-    if runner.name == "fast" and timing_samples > 0 and read_timing(run_dir) is None:
+                prepare=prepare, writer_opts=writer_opts)
+    if not data.samples:
+        log.warning("%s: no sample to answer in this run (%d skipped on load; a shard of fewer samples than "
+                    "shards is empty): its results hold no answers", run_dir, len(data.skipped))
+    elif runner.name == "fast" and timing_samples > 0 and read_timing(run_dir) is None:
         log.info("timing each condition standalone on %d samples", timing_samples)
         write_timing(run_dir, measure_condition_latency(
             loaded, data, conditions, edges, n_samples=timing_samples, batch_size=batch_size))

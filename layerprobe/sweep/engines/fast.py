@@ -29,6 +29,7 @@ from layerprobe.core.dispatch import controller
 from layerprobe.core.edges import EdgeSet, edge_set
 from layerprobe.core.generation import Answer, decode_new_tokens, greedy_kwargs, sync
 from layerprobe.core.layout import TokenLayout
+from layerprobe.core.finite_logits import LogitsWatch
 from layerprobe.errors import ConfigError
 from layerprobe.sweep.conditions import BASELINE, Condition
 from layerprobe.sweep.engines.memory import check_budget, memory_budget, variant_cost, variants_that_fit
@@ -112,11 +113,12 @@ class FastEngine:
         if bool(self.edges.queries(layout)[:, :P].any()):
             raise ConfigError(f"edges={self.edges.name!r} is registered as fast, but it edits a position before "
                               "the first post-image text token: register it with fast=False")
-        base_first = out.logits[:, -1].argmax(-1)
+        watch = LogitsWatch()   # NaN/inf logits, per condition and sample
+        base_first = watch.pick(out.logits[:, -1], [BASELINE.key])
         sync(device)
         prefill_s = time.perf_counter() - start
 
-        run = _Run(self, loaded, ctrl, layout, hidden, kv, pos, P, max_new_tokens)
+        run = _Run(self, loaded, ctrl, layout, hidden, kv, pos, P, max_new_tokens, watch)
         variants = [c for c in conditions if c.name != "baseline"]
         size = self._group_size(loaded, layout, P, len(variants), max_new_tokens, hidden, kv)
         tokens = {}
@@ -135,7 +137,8 @@ class FastEngine:
         for c in conditions:
             texts, counts = decode_new_tokens(loaded, tokens[c.key])
             # Shared work has no per-variant time: honest per-layer latency is measured apart.
-            answers[c.key] = [Answer(t, prefill_s, total, n) for t, n in zip(texts, counts)]
+            bad = watch.flags(c.key, len(texts))
+            answers[c.key] = [Answer(t, prefill_s, total, n, b) for t, n, b in zip(texts, counts, bad)]
         return answers
 
     def _group_size(self, loaded, layout, P, variants, max_new_tokens, hidden, kv) -> int:
@@ -166,9 +169,10 @@ class _Run:
     key/value cache (per layer), positions and prefix length ``P``."""
 
     def __init__(self, engine: FastEngine, loaded, ctrl, layout: TokenLayout, hidden, kv, pos, P: int,
-                 max_new_tokens: int):
+                 max_new_tokens: int, watch: LogitsWatch):
         self.edges, self.loaded, self.ctrl, self.layout = engine.edges, loaded, ctrl, layout
         self.hidden, self.pos, self.P, self.max_new_tokens = hidden, pos, P, max_new_tokens
+        self.watch = watch
         adapter, model = loaded.adapter, loaded.model
         self.layers = loaded.decoder_layers
         self.final_norm, self.lm_head = adapter.final_norm(model), adapter.lm_head(model)
@@ -207,8 +211,10 @@ class _Run:
         return call_decoder_layer(self.layers[j], x, attention_mask=own_mask, position_embeddings=pe,
                                   position_ids=positions, cache=own)
 
-    def next_tokens(self, x) -> torch.Tensor:
-        return self.lm_head(self.final_norm(x[:, -1])).argmax(-1)
+    def next_tokens(self, x, keys, live=None) -> torch.Tensor:
+        """Greedy next tokens of rows ``x`` (``keys``: their conditions, variant-major), NaN/inf
+        logits noted per condition and sample (``live``: the samples still decoding)."""
+        return self.watch.pick(self.lm_head(self.final_norm(x[:, -1])), keys, live)
 
     def suffix_pass(self, group, store: RowStore):
         """Run each variant's suffix from its first knocked-out layer to the top, batched; their
@@ -226,7 +232,7 @@ class _Run:
             own = NewKeysValues()
             x = self.layer(j, x, _stack_positions(self.pos[..., P:], n), masks(j, group[:n]), own)
             store.write_suffix(j, slice(B, (n + 1) * B), *own.new)
-        return list(self.next_tokens(x).view(len(group), B))
+        return list(self.next_tokens(x, [c.key for c in group]).view(len(group), B))
 
     def decode(self, rows, firsts, store: RowStore):
         """Greedy decode of ``rows`` (the baseline first) at once over the shared prefix; returns
@@ -248,7 +254,7 @@ class _Run:
             layout = layout.extend(1)
             h = self.step(rows, embed(tokens[-1].reshape(-1))[:, None], torch.where(same, starts, 0).tolist(),
                           layout, step, store)
-            nxt = self.next_tokens(h).reshape(len(rows), B)
+            nxt = self.next_tokens(h, [c.key for c in rows], live=~done).reshape(len(rows), B)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             tokens.append(nxt)
             done = done | torch.isin(nxt, eos)

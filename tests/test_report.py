@@ -19,7 +19,7 @@ from layerprobe.evaluation.compare import collect, compare
 from layerprobe.report import write_report
 from layerprobe.report.page import CSP
 from layerprobe.sweep.report import write_summary
-from tests.report_runs import (
+from report_runs import (
     HOSTILE_ANSWER, HOSTILE_ID, Parsed, build_eval, build_shards, build_sweep, image_sizes,
 )
 

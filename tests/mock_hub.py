@@ -32,6 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from layerprobe.data import registry
+from layerprobe_testing import FIXTURES as BENCHMARK_FIXTURES
+
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pth")   # stored in LFS on the Hub
 
 
@@ -189,15 +192,10 @@ class MockHub:
         return env
 
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "benchmarks"
-
-
 def serve_benchmarks(hub: MockHub) -> None:
     """Each fixture mirror as the repository lmms-eval reads, plus a split no run here asks for."""
-    from layerprobe.data import registry
-
     for bench in ("vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"):
         module = registry.BENCHMARKS[bench]
-        folder = FIXTURES / bench / "parquet"
+        folder = BENCHMARK_FIXTURES / bench / "parquet"
         decoy = {"data/test-00000-of-00001.parquet": next(folder.rglob("*.parquet")).read_bytes()}
         hub.add("dataset", module.HUB_REPO, folder, extra=decoy)

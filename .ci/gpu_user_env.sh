@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The configuration a GPU user gets: a fresh venv with torch and torchvision from the registry (the
-# CUDA builds, which run on the CPU too), the newest transformers and the project, unconstrained;
-# then the core tests with every family's REAL processor (video processor included) saved to a
-# directory and loaded through load_model(path).
+# CUDA builds, which run on the CPU too), the newest transformers and the project, everything else
+# as constraints.txt pins it; then the core tests with every family's REAL processor (video
+# processor included) saved to a directory and loaded through load_model(path).
 #
-#   bash .ci/gpu_user_env.sh [VENV]        # VENV defaults to /tmp/ci-gpu-user; run from anywhere
+#   bash .ci/gpu_user_env.sh [VENV [CONSTRAINTS]]   # VENV defaults to /tmp/ci-gpu-user; run from anywhere
+#
+# VENV must be a new path or a venv this script made before (it holds a marker file): nothing
+# else is ever removed.
 #
 # The venv is a few GB: pip's cache (PIP_CACHE_DIR, honoured as set) keeps the downloads. If the
 # registry refuses torch/torchvision (no network, no such release) the step prints
@@ -13,7 +16,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${1:-/tmp/ci-gpu-user}
+constraints=${2:-$PWD/constraints.txt}
+marker=.layerprobe-ci-gpu-user   # in every venv this script makes: the one thing it may remove
 torch_pins=(torch==2.14.1 torchvision==0.29.1)
+if [ -e "$venv" ] && [ ! -e "$venv/$marker" ]; then
+  echo "ci: gpu-user: $venv exists and is not a venv this script made (no $marker in it): give a new path" >&2
+  exit 2
+fi
+log=
+pins=
+keep_log=0   # set where a failure names the log
+trap 'rm -f "$pins"; [ "$keep_log" = 1 ] || rm -f "$log"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ -n "${PIP_CACHE_DIR:-}" ]; then echo "ci: gpu-user: pip cache $PIP_CACHE_DIR"; fi
 
@@ -23,12 +38,16 @@ pip_errors() {
 }
 
 t0=$SECONDS
-rm -rf "$venv"
+rm -rf "$venv"   # absent, or one of ours (checked above)
 python3.11 -m venv "$venv"
+touch "$venv/$marker"
 pip=("$venv/bin/python" -m pip)
-log=$(mktemp /tmp/ci-gpu-user-pip.XXXXXX)
-echo "ci: gpu-user: pip install ${torch_pins[*]} into $venv"
-if ! "${pip[@]}" install "${torch_pins[@]}" >"$log" 2>&1; then
+log=$(mktemp -t ci-gpu-user-pip.XXXXXX)
+# the pins of everything but torch (registry builds here) and transformers/tokenizers (the newest)
+pins=$(mktemp -t ci-gpu-user-constraints.XXXXXX)
+grep -vE '^(torch|transformers|tokenizers|kernels)==' "$constraints" > "$pins"
+echo "ci: gpu-user: installing ${torch_pins[*]} into $venv"
+if ! "${pip[@]}" install -c "$pins" "${torch_pins[@]}" >"$log" 2>&1; then
   # the registry refused: no network (said first: pip then also finds no version), or it has
   # no such release; anything else is a failure
   offline="Failed to establish a new connection: [^')]*|Network is unreachable|Temporary failure in name resolution|Name or service not known|HTTP error 40[34][^,]*|40[34] Client Error[^,]*"
@@ -37,23 +56,24 @@ if ! "${pip[@]}" install "${torch_pins[@]}" >"$log" 2>&1; then
     if reason=$(grep -v "^WARNING: Location '" "$log" | grep -Eom1 "$refused"); then
       reason=$(sed -E 's/ \(from versions: ([^)]{60})[^)]*\)/ (from versions: \1...)/' <<<"$reason" | cut -c1-300)
       echo "ci: gpu-user env skipped: the registry refused ${torch_pins[*]}: $reason"
-      rm -rf "$venv" "$log"
+      rm -rf "$venv"
       exit 0
     fi
   done
+  keep_log=1
   echo "ci: gpu-user: installing ${torch_pins[*]} failed (pip's log: $log):" >&2
   pip_errors "$log" >&2
   exit 1
 fi
 t1=$SECONDS
 echo "ci: gpu-user: torch and torchvision installed in $((t1 - t0)) s"
-# the newest transformers the project admits, and the project with its test extras, unconstrained
-if ! "${pip[@]}" install -q --upgrade transformers -e ".[test]" >"$log" 2>&1; then
+# the newest transformers the project admits, and the project with its test extras, the rest pinned
+if ! "${pip[@]}" install -q -c "$pins" --upgrade "transformers<6" -e ".[test]" >"$log" 2>&1; then
+  keep_log=1
   echo "ci: gpu-user: installing transformers and the project failed (pip's log: $log):" >&2
   pip_errors "$log" >&2
   exit 1
 fi
-rm -f "$log"
 versions=$("$venv/bin/python" -c 'import torch, torchvision, transformers
 print(f"transformers {transformers.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}")')
 echo "ci: gpu-user: installed in $((SECONDS - t0)) s ($versions)"
@@ -62,7 +82,7 @@ t2=$SECONDS
 # the real-processor file runs the knockout reference and a 2-layer sweep on every saved family;
 # test_compat checks the cache keyword and the organism fingerprint under this torch build
 tests=(tests/test_real_processors.py tests/test_compat.py)
-out=$(mktemp /tmp/ci-gpu-user-pytest.XXXXXX)
+out=$(mktemp -t ci-gpu-user-pytest.XXXXXX)
 set +e
 "$venv/bin/python" -m pytest -q -m core -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}

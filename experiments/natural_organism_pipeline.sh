@@ -17,19 +17,21 @@ mkdir -p "$OUT"
 
 for mask in image_text image_last image_question image_prompt window9 window9_last; do
   layerprobe-sweep $M mask=$mask run_dir="$OUT/sweep_test/$mask"
-  layerprobe-discover run="$OUT/sweep_test/$mask" $D || echo "discover $mask: no complete profile (see above)"
+  layerprobe-discover run="$OUT/sweep_test/$mask" $D   # no review layer found: review_layer: null, exit 0
 done
 layerprobe-sweep $M data.split=val run_dir="$OUT/sweep_val/image_text"
-if ! layerprobe-discover run="$OUT/sweep_val/image_text" $D ${REVIEW_LAYER:+review_layer=$REVIEW_LAYER}; then
+layerprobe-discover run="$OUT/sweep_val/image_text" $D ${REVIEW_LAYER:+review_layer=$REVIEW_LAYER}
+PROFILE="$OUT/sweep_val/image_text/profile.yaml"
+if [ "$(python -c "import yaml; print(yaml.safe_load(open('$PROFILE'))['review_layer'])")" = None ]; then
   # No significant drop in the late part on val: contrastive attention still needs a review
   # layer, so it is set by hand to the late layer whose knockout lowers val accuracy most (ties:
-  # the first), read from the val discovery table: still nothing from the test split.
+  # the first), read from the val discovery table: still nothing from the test split. The
+  # profile discovery just wrote is replaced (it is unedited, so no overwrite=true is needed).
   REVIEW_LAYER=$(python -c "import pandas as pd; d = pd.read_csv('$OUT/sweep_val/image_text/discovery.csv'); \
 d = d[d.part == 'late']; print(int(d.loc[d['drop'].idxmax(), 'layer']))")
   echo "val: no significant late drop; review layer set by hand to $REVIEW_LAYER (largest late drop on val)"
   layerprobe-discover run="$OUT/sweep_val/image_text" $D review_layer=$REVIEW_LAYER
 fi
-PROFILE="$OUT/sweep_val/image_text/profile.yaml"
 
 # 3. validation grid
 layerprobe-eval -m $M data.split=val method=vanilla eval_dir="$OUT/eval_val"

@@ -19,6 +19,14 @@
 # and without it a cancelled or failed task would never be seen to end (submitit waits on its
 # state, which stays UNKNOWN), besides a warning at every poll.
 #
+# Nobody else gets in while it runs: MariaDB listens on no TCP port (skip-networking), only on a
+# unix socket in a root-only folder of the cluster's own, and its only login is root by socket
+# authentication (the OS user must be root: no password exists to leak); secure_file_priv confines
+# its file reads and writes to an empty folder of the cluster's. The munge key is created with
+# mode 0400 (umask 377), never readable by others for an instant. Every trap is set before what it
+# undoes: the install's policy-rc.d (which stops every package from starting services) and the
+# cluster folder are removed however the script ends.
+#
 # Exit codes: 3 when the packages are missing and cannot be installed (not root, no apt-get, the
 # registry refused), with one line "slurm_local: cannot install ...: <reason>"; 1 when a daemon
 # does not come up (its log's tail is printed).
@@ -40,15 +48,22 @@ install_packages() {
   fi
   if [ -n "$why" ]; then say "cannot install ${PACKAGES[*]}: $why"; exit 3; fi
   say "installing ${PACKAGES[*]} (apt-get)"
-  local log t0=$SECONDS policy=/usr/sbin/policy-rc.d made_policy=0
-  log=$(mktemp /tmp/slurm_local-apt.XXXXXX)
+  local t0=$SECONDS
+  policy=/usr/sbin/policy-rc.d made_policy=0
+  apt_log=$(mktemp /tmp/slurm_local-apt.XXXXXX)
   # the packages' scripts would start the system's own munge and SLURM services: forbid it for
-  # the install (the standard policy-rc.d veto), unless the machine already has a policy
-  if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy && made_policy=1; fi
+  # the install (the standard policy-rc.d veto), unless the machine already has a policy. The trap
+  # comes first: an interrupted install must not leave a veto on every service of the machine.
+  trap undo_install EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM HUP
+  if [ ! -e $policy ]; then made_policy=1; printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy; fi
   local ok=1
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"; } \
-    >"$log" 2>&1 || ok=0
-  if [ $made_policy -eq 1 ]; then rm -f $policy; fi
+    >"$apt_log" 2>&1 || ok=0
+  if [ $made_policy -eq 1 ]; then rm -f $policy; made_policy=0; fi
+  trap - EXIT INT TERM HUP
+  local log=$apt_log
   if [ $ok -eq 0 ]; then
     say "cannot install ${PACKAGES[*]}: apt-get failed: $(grep -E '^(E|Err):' "$log" | head -1 | cut -c1-200)"
     exit 3
@@ -57,23 +72,27 @@ install_packages() {
   say "installed in $((SECONDS - t0)) s"
 }
 
+undo_install() {  # an interrupted install: the policy-rc.d veto it wrote goes, and its log
+  if [ "${made_policy:-0}" -eq 1 ]; then rm -f "$policy"; fi
+  rm -f "${apt_log:-}"
+}
+
 if [ "${1:-}" = install ]; then install_packages; exit 0; fi
 install_packages
 export PATH=$PATH:/usr/sbin
 
-dir=${SLURM_LOCAL_DIR:-$(mktemp -d /tmp/slurm_local.XXXXXX)}
-if [ -n "${SLURM_LOCAL_DIR:-}" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+dir=${SLURM_LOCAL_DIR:-}                 # set by the time anything is started in it
+if [ -n "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
   say "SLURM_LOCAL_DIR=$dir is not empty: give a new or empty folder (a former cluster's state would be reused)"
   exit 1
 fi
-mkdir -p "$dir"/{munge,db,state,spool,log,run}
-chmod 755 "$dir"                        # munged refuses folders others may write to
-export SLURM_CONF=$dir/slurm.conf
+made_dir=0
 started=()                              # "name pidfile", in start order
 
 # stop every daemon started here, newest first, by its pid file; the pid must still be that daemon
 down() {
   trap - EXIT INT TERM HUP
+  if [ -z "$dir" ]; then return 0; fi   # nothing made yet (and no pid file to follow elsewhere)
   if [ -n "$(pidof_file "$dir/run/slurmctld.pid" slurmctld)" ]; then
     scancel --quiet --full --user="$(id -un)" 2>/dev/null || true   # this cluster's jobs only (SLURM_CONF)
     for _ in $(seq 30); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 1; done
@@ -88,7 +107,8 @@ down() {
     if kill -0 "$pid" 2>/dev/null; then say "$name ($pid) ignored SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
   done
   started=()
-  if [ -z "${SLURM_LOCAL_DIR:-}" ] && [ "${SLURM_LOCAL_KEEP:-0}" != 1 ]; then rm -rf "$dir"; fi
+  # only a folder this script made (mktemp), never one it was given
+  if [ "${made_dir:-0}" -eq 1 ] && [ "${SLURM_LOCAL_KEEP:-0}" != 1 ]; then rm -rf "$dir"; fi
   say "stopped"
 }
 
@@ -112,9 +132,15 @@ wait_for() {  # seconds, description, log, test command...
   fail "$what did not come up within $n s" "$log"
 }
 
+# the trap before the folder: whatever happens from here on, the folder and the daemons go
 trap down EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
+if [ -z "$dir" ]; then dir=$(mktemp -d /tmp/slurm_local.XXXXXX); made_dir=1; fi
+mkdir -p "$dir"/{munge,db,state,spool,log,run,db-run,db-files}
+chmod 755 "$dir"                        # munged refuses folders others may write to
+chmod 700 "$dir/db-run" "$dir/db-files" # MariaDB's socket and its only file folder: root's alone
+export SLURM_CONF=$dir/slurm.conf
 
 free_ports() {  # n distinct free TCP ports on 127.0.0.1
   python3 - "$1" <<'EOF'
@@ -125,29 +151,29 @@ for s in socks:
 print(*[s.getsockname()[1] for s in socks])
 EOF
 }
-read -r db_port dbd_port ctld_port slurmd_port < <(free_ports 4)
+read -r dbd_port ctld_port slurmd_port < <(free_ports 3)
 host=$(hostname -s)
 cpus=$(getconf _NPROCESSORS_ONLN)   # not nproc: it follows OMP_NUM_THREADS
 mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
 t0=$SECONDS
 
-# --- munge: its own key and socket --------------------------------------------------------------
-dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
-chmod 400 "$dir/munge/munge.key"
+# --- munge: its own key (mode 0400 from its creation: umask 377) and socket ------------------------
+(umask 377 && dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none)
 munged --force --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket" \
   --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munged.seed"
 started+=("munged $dir/run/munged.pid")
 wait_for 10 munged "$dir/log/munged.log" bash -c "munge -n -S '$dir/munge/munge.socket' | unmunge -S '$dir/munge/munge.socket'"
 
-# --- MariaDB for slurmdbd: TCP on a free port, no other access ------------------------------------
-mariadb-install-db --no-defaults --datadir="$dir/db" --user=root --auth-root-authentication-method=normal \
+# --- MariaDB for slurmdbd: a unix socket in a root-only folder, no TCP, root by socket auth -------
+db_sock=$dir/db-run/mariadb.sock
+mariadb-install-db --no-defaults --datadir="$dir/db" --user=root --auth-root-authentication-method=socket \
   --skip-test-db --innodb-log-file-size=4M >"$dir/log/mariadb-install.log" 2>&1 \
   || fail "mariadb-install-db failed" "$dir/log/mariadb-install.log"
-mariadbd --no-defaults --datadir="$dir/db" --user=root --bind-address=127.0.0.1 --port="$db_port" \
-  --socket="$dir/run/mariadb.sock" --pid-file="$dir/run/mariadbd.pid" --log-error="$dir/log/mariadbd.log" \
+mariadbd --no-defaults --datadir="$dir/db" --user=root --skip-networking --socket="$db_sock" \
+  --secure-file-priv="$dir/db-files" --pid-file="$dir/run/mariadbd.pid" --log-error="$dir/log/mariadbd.log" \
   --skip-name-resolve --innodb-log-file-size=4M --innodb-buffer-pool-size=32M >>"$dir/log/mariadbd.log" 2>&1 &
 started+=("mariadbd $dir/run/mariadbd.pid")
-wait_for 30 mariadbd "$dir/log/mariadbd.log" test -S "$dir/run/mariadb.sock"
+wait_for 30 mariadbd "$dir/log/mariadbd.log" test -S "$db_sock"
 
 # --- configs ---------------------------------------------------------------------------------------
 auth="AuthType=auth/munge
@@ -163,8 +189,8 @@ SlurmUser=root
 PidFile=$dir/run/slurmdbd.pid
 LogFile=$dir/log/slurmdbd.log
 StorageType=accounting_storage/mysql
-StorageHost=127.0.0.1
-StoragePort=$db_port
+# localhost: MariaDB's client library takes the unix socket named by MYSQL_UNIX_PORT (set below)
+StorageHost=localhost
 StorageUser=root
 StorageLoc=slurm_acct_db
 EOF
@@ -210,8 +236,8 @@ EOF
 
 # --- slurmdbd, the cluster's record, slurmctld, slurmd ------------------------------------------------
 wait_for 30 "MariaDB's root login" "$dir/log/mariadbd.log" \
-  mariadb --no-defaults --socket="$dir/run/mariadb.sock" -u root -e 'select 1'
-slurmdbd
+  mariadb --no-defaults --socket="$db_sock" -u root -e 'select 1'
+MYSQL_UNIX_PORT=$db_sock slurmdbd
 started+=("slurmdbd $dir/run/slurmdbd.pid")
 wait_for 30 slurmdbd "$dir/log/slurmdbd.log" sacctmgr -n list cluster
 sacctmgr -i -Q add cluster layerprobe-local >/dev/null

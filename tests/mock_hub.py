@@ -5,6 +5,7 @@
         hub.add("model", "mock-org/tiny-llava", checkpoint_folder)
         hub.add("dataset", "lmms-lab-encoder/VQAv2", fixture_folder, extra={"data/train-0.parquet": b"..."})
         hub.add("model", "mock-org/gated", checkpoint_folder, token="secret")   # 401 GatedRepo without it
+        serve_benchmarks(hub)                 # every benchmark's fixture mirror, as lmms-eval's repository
         env = hub.env(tmp_path / "hf")        # HF_ENDPOINT=this server, HF_HOME in tmp, online
         subprocess.run([...], env=env)        # huggingface_hub reads HF_ENDPOINT when imported
         hub.requests                          # [(method, path), ...] in the order served
@@ -30,6 +31,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from layerprobe.data import registry
+from layerprobe_testing import FIXTURES as BENCHMARK_FIXTURES
 
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pth")   # stored in LFS on the Hub
 
@@ -186,3 +190,12 @@ class MockHub:
         env.update({"HF_ENDPOINT": self.url, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1" if offline else "0",
                     "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": no_proxy, "no_proxy": no_proxy, **extra})
         return env
+
+
+def serve_benchmarks(hub: MockHub) -> None:
+    """Each fixture mirror as the repository lmms-eval reads, plus a split no run here asks for."""
+    for bench in ("vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"):
+        module = registry.BENCHMARKS[bench]
+        folder = BENCHMARK_FIXTURES / bench / "parquet"
+        decoy = {"data/test-00000-of-00001.parquet": next(folder.rglob("*.parquet")).read_bytes()}
+        hub.add("dataset", module.HUB_REPO, folder, extra=decoy)

@@ -123,6 +123,19 @@ def test_only_the_cli_imports_hydra():
     assert not offenders, f"Hydra imported outside layerprobe/cli: {offenders}"
 
 
+def test_no_test_module_imports_through_the_tests_package():
+    """Helpers are imported by their own names (pytest puts ``tests/`` on the path): a site-packages
+    that already holds a top-level ``tests`` package would otherwise shadow every ``tests.x``."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names
+                          if n == "tests" or n.startswith("tests.")]
+    assert not offenders, f"import helpers by module name, not through tests.: {offenders}"
+
+
 def test_the_walker_sees_a_cycle_and_a_lazy_import(tmp_path):
     """The checks above are only as good as the import reader: it must catch imports inside
     functions and relative ones."""

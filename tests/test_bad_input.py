@@ -10,60 +10,17 @@ directory, the console script's exit code) run as subprocesses.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from layerprobe.cli.common import run_cli
 from layerprobe.cli.plot import run_plot
 from layerprobe.cli.sweep import sweep
-from layerprobe.io.paths import CONF_DIR
 from layerprobe.io.results import SCHEMA_VERSION, read_results
-
-ROOT = Path(__file__).resolve().parents[1]
-VQAV2 = ROOT / "tests" / "fixtures" / "benchmarks" / "vqav2" / "official"
-QUESTIONS = "v2_OpenEnded_mscoco_val2014_questions.json"
-TINY = ("model=tiny_llava15", "model.path=tiny:llava:4", "data.max_new_tokens=2", "timing_samples=0",
-        "progress=false", "batch_size=4")
-
-
-def compose_sweep(run_dir, *overrides):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("sweep", overrides=[f"run_dir={run_dir}", *TINY, *overrides])
-
-
-def one_line_error(capsys, fn, *args) -> str:
-    """Call ``fn`` the way the console scripts do; return its single stderr line."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_:
-        run_cli(fn, *args)
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("layerprobe: error: ")
-    print(lines[0])
-    return lines[0]
-
-
-def sweep_error(capsys, tmp_path, *overrides, run_dir=None) -> str:
-    return one_line_error(capsys, sweep, compose_sweep(run_dir or tmp_path / "run", *overrides))
-
-
-@pytest.fixture
-def vqav2_copy(tmp_path) -> Path:
-    root = tmp_path / "vqav2"
-    shutil.copytree(VQAV2, root)
-    return root
-
-
-def data(root) -> tuple[str, ...]:
-    return ("data=vqav2", f"data.root={root}")
-
+from bad_input_testing import (QUESTIONS, ROOT, TINY, VQAV2, compose_sweep, data, one_line_error, sweep_error,  # noqa: F401
+                               vqav2_copy)   # vqav2_copy: a fixture
 
 # -- model ---------------------------------------------------------------------------------------
 
@@ -287,4 +244,5 @@ def test_results_from_a_newer_schema_are_refused(capsys, tmp_path):
     run.mkdir()
     (run / "results.jsonl").write_text('{"_header": {"schema": 99, "config_hash": "x"}}\n')
     err = sweep_error(capsys, tmp_path, *data(VQAV2), "data.limit=1", "layers=[0]", run_dir=run)
-    assert f"results schema 99 != {SCHEMA_VERSION}; use a new run directory" in err
+    assert (f"results schema 99 != {SCHEMA_VERSION}; give run_dir=<a new folder> (a multirun: "
+            "hydra.sweep.dir=<a new folder>) for a new run") in err

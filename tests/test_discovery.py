@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layerprobe.analysis.discovery import discover, discover_runs, late_start_for, to_profile
+from layerprobe.analysis.discovery import discover, discover_runs, late_start_for, missing_layers, to_profile
 from layerprobe.io.runs import merge_runs
 from layerprobe.errors import ConfigError, ProfileError
 from planted_results import NOISY, planted_table, shard, write_run
@@ -78,12 +78,20 @@ def test_min_benchmarks_requires_agreement():
     assert strict.fusion_layers == [] and strict.review_layer == 8
 
 
-def test_no_late_drop_means_no_profile_unless_set_by_hand():
+def test_no_late_drop_gives_a_profile_without_review_layer_unless_set_by_hand():
     table = planted_table(12, {2: 0.4, 4: 0.4}, benchmarks=("vqav2",), n=400, seed=8)
     found = discover(table, num_layers=12, effect="accuracy")
     assert found.fusion_layers == [2, 4] and found.review_layer is None and found.post_integrated_layer is None
-    with pytest.raises(ProfileError, match=r"late part \(layers 9\.\.11\).*cannot drive contrastive attention"):
-        to_profile(found)
+    assert "no significant drop in the late part (layers 9..11)" in missing_layers(found)
+    recorded = to_profile(found)
+    assert (recorded.fusion_layers, recorded.review_layer, recorded.post_integrated_layer) == ([2, 4], None, None)
+    with pytest.raises(ProfileError, match="review_layer is null"):
+        recorded.require_layers()
+    # nothing found at all: the note does not send the user to set a review layer that cannot work
+    null = discover(planted_table(12, {}, benchmarks=("vqav2",), n=400, seed=8), num_layers=12, effect="accuracy")
+    assert null.fusion_layers == [] and "no layer's knockout is significant" in missing_layers(null)
+    with pytest.raises(ProfileError, match=r"review_layer is null \(its discovery found no layer\)"):
+        to_profile(null).require_layers()
     manual = discover(table, num_layers=12, review_layer=10, post_integrated_layer=8, effect="accuracy")
     profile = to_profile(manual)
     assert (profile.review_layer, profile.post_integrated_layer) == (10, 8)
@@ -167,7 +175,7 @@ def test_discover_runs_writes_profile_csv_and_figure(tmp_path):
     assert len(pd.read_csv(run / "discovery.csv")) == 2 * 12
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert discover_runs(run, out=tmp_path / "x" / "p.yaml", figure=False, effect="accuracy").profile_error is None
+        assert discover_runs(run, out=tmp_path / "x" / "p.yaml", figure=False, effect="accuracy").missing is None
 
 
 def test_benjamini_yekutieli_is_an_option_recorded_with_the_error_rate():

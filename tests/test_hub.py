@@ -16,7 +16,7 @@ from layerprobe.data.registry import load_benchmark
 from layerprobe.errors import DataError
 from layerprobe.io.results import read_results
 from layerprobe.models.tiny import save_tiny
-from tests.mock_hub import MockHub
+from mock_hub import MockHub, serve_benchmarks
 
 pytestmark = pytest.mark.core
 
@@ -27,15 +27,6 @@ MODEL = "mock-org/tiny-llava"
 MODEL_DECOYS = {"original/consolidated.pth": b"\0" * 4096, "README.md": b"# tiny\n"}
 SWEEP = ("model=tiny_llava15", f"model.path={MODEL}", "data=vqav2", "data.limit=3", "layers=[0,1]",
          "engine=naive", "batch_size=2", "timing_samples=0", "progress=false")
-
-
-def serve_benchmarks(hub: MockHub) -> None:
-    """Each fixture mirror as the repository lmms-eval reads, plus a split no run here asks for."""
-    for bench in ("vqav2", "gqa", "textvqa", "okvqa", "vizwiz", "docvqa"):
-        module = registry.BENCHMARKS[bench]
-        folder = FIXTURES / bench / "parquet"
-        decoy = {"data/test-00000-of-00001.parquet": next(folder.rglob("*.parquet")).read_bytes()}
-        hub.add("dataset", module.HUB_REPO, folder, extra=decoy)
 
 
 def sweep(run_dir: Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:

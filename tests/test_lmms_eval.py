@@ -105,6 +105,29 @@ def _check_equal(lmms_samples: list[dict], rows: pd.DataFrame, data, until: list
 
 @pytest.mark.lmms
 @needs_lmms_eval
+@pytest.mark.parametrize("model_args, message", [
+    ("pretrained=organism,method=contrastive,scale=7", "scale=7: must be in [0, 1] (1 = no suppression)"),
+    ("pretrained=organism,method=contrastiv", "method='contrastiv': unknown; choose one of vanilla, contrastive,"),
+    ("pretrained=organism,method=dola,layerz=[2]", "method dola: unknown option 'layerz'; valid: "),
+], ids=["out-of-range", "unknown-method", "unknown-option"])
+def test_lmms_eval_bad_model_args_end_in_one_line_and_exit_2(tmp_path, model_args, message):
+    """lmms-eval catches a model's exception, prints its traceback and exits 0; the plugin exits 2
+    with the one line itself, so that a script or CI notices."""
+    from layerprobe.lmms.tasks import export_task
+
+    task = export_task(tmp_path / "tasks", load_benchmark("organism", limit=2))
+    out = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "layerprobe", "--model_args", model_args,
+                          "--include_path", str(tmp_path / "tasks"), "--tasks", task, "--output_path",
+                          str(tmp_path / "logs")], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2, (out.stdout + out.stderr)[-3000:]
+    said = [line for line in out.stderr.splitlines() if line.startswith("layerprobe: error: ")]
+    assert len(said) == 1 and said[0].removeprefix("layerprobe: error: ").startswith(message), out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.lmms
+@needs_lmms_eval
 def test_lmms_eval_contrastive_on_the_organism_equals_layerprobe_eval(tmp_path):
     from layerprobe.lmms.tasks import export_task
 

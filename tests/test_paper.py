@@ -23,8 +23,7 @@ from layerprobe.evaluation.paper import paper_table, stated_cells, to_markdown, 
 from layerprobe.io.paths import CONF_DIR
 from layerprobe.io.results import read_results
 from layerprobe.models.tiny import save_tiny
-from tests.mock_hub import MockHub
-from tests.test_hub import serve_benchmarks
+from mock_hub import MockHub, serve_benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = {"source": "test", "accuracy": {"average": {"vanilla": 55.19, "contrastive": 58.25}},

@@ -13,13 +13,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+import yaml
 
 from layerprobe.errors import ConfigError, DataError
 from layerprobe.evaluation.compare import collect, compare
 from layerprobe.report import write_report
 from layerprobe.report.page import CSP
 from layerprobe.sweep.report import write_summary
-from tests.report_runs import (
+from report_runs import (
     HOSTILE_ANSWER, HOSTILE_ID, Parsed, build_eval, build_shards, build_sweep, image_sizes,
 )
 
@@ -162,7 +163,8 @@ def _cli(module: str, *args: str, rc: int = 0) -> subprocess.CompletedProcess:
 
 def test_sweep_discover_and_plot_write_the_page(tmp_path):
     """A two-shard multirun: each job's page, then the multirun's (Hydra callback), refreshed by
-    the discovery written beside the shards and rewritten by layerprobe-plot."""
+    a discovery over the shards (its profile written into the multirun's folder) and rewritten by
+    layerprobe-plot."""
     multi = tmp_path / "multi"
     _cli("sweep", "-m", f"hydra.sweep.dir={multi}", "data.limit=8", "layers=[2,3]", "data.num_shards=2",
          "data.shard=0,1", "timing_samples=0", "progress=false")
@@ -173,10 +175,14 @@ def test_sweep_discover_and_plot_write_the_page(tmp_path):
     assert identity["command"].startswith("layerprobe-sweep -m ") and "data.shard=0" in identity["command"]
     page = (multi / "report.html").read_text()
     assert "2 runs merged" in page and "layerprobe-sweep -m " in page and "data.shard=0,1" in page
-    # 8 samples make no fusion layer: no profile (exit 2), but the evidence reaches the page
-    found = _cli("discover", f"run=[{shards[0]},{shards[1]}]", f"out={multi}/profile.yaml", "review_layer=3", rc=2)
-    assert "fusion_layers is empty" in found.stderr
-    assert "Discovery" in Parsed((multi / "report.html").read_text()).headings
+    # 8 samples make no fusion layer: a result (exit 0), recorded in the profile at out=; the evidence
+    # stays in the first run, and both folders holding runs show the discovery on their pages
+    found = _cli("discover", f"run=[{shards[0]},{shards[1]}]", f"out={multi}/profile.yaml", "review_layer=3")
+    assert "fusion_layers: []" in found.stdout
+    assert yaml.safe_load((multi / "profile.yaml").read_text())["fusion_layers"] == []
+    assert (shards[0] / "discovery.csv").is_file() and not (multi / "discovery.csv").exists()
+    assert "Discovery: organism/organism/image_text/shard0of2" in Parsed((multi / "report.html").read_text()).headings
+    assert "Discovery" in Parsed((shards[0] / "report.html").read_text()).headings
     (multi / "report.html").unlink()
     out = _cli("plot", f"run={multi}")
     assert (multi / "report.html").is_file() and str(multi / "report.html") in out.stdout

@@ -16,8 +16,8 @@ from PIL import Image
 
 from layerprobe.report import write_report
 from layerprobe.report.page import CSP
-from tests.chromium import Browser, chromium_or_reason
-from tests.report_runs import HOSTILE_ANSWER, HOSTILE_ID, build_all, image_sizes
+from chromium import Browser, chromium_or_reason
+from report_runs import HOSTILE_ANSWER, HOSTILE_ID, build_all, image_sizes
 
 IMAGES = "[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
 TABLES = "[...document.querySelectorAll('table')].map(t => [...t.rows].map(r => [...r.cells].map(c => c.textContent)))"

@@ -4,7 +4,7 @@
     found.fusion_layers, found.review_layer            # [2, 4, 8, 11, 12, 13], 29
     found.evidence                                     # per benchmark x layer: drop, CI, p, q
     profile = to_profile(found)                        # a LayerProfile, ready for save_profile
-    discover_runs(["runs/a", "runs/b"], out="profile.yaml")   # + discovery.csv and figure
+    discover_runs(["runs/a", "runs/b"], out="profile.yaml")   # + discovery.csv and figure in runs/a
 
 The effect (``effect=accuracy|logprob|prob_change|answer_change``, ``layerprobe.analysis.effects``)
 is measured per benchmark and layer. A (benchmark, layer) test is *significant* when its
@@ -15,7 +15,9 @@ also beat the control condition at that layer (a paired test in the same FDR fam
 discovered when it is significant on at least ``min_benchmarks`` benchmarks. Discovered layers
 before ``late_start = ceil((1 - late_fraction) * num_layers)`` are fusion layers; among the late
 ones the review layer is the one with the largest harm (mean over benchmarks). The
-post-integrated layer is ``review_layer - 1`` unless given.
+post-integrated layer is ``review_layer - 1`` unless given. Finding no review layer (or no layer
+at all) is a result: the profile records it as ``review_layer: null`` and ``missing_layers`` says
+what a method that needs the layers will refuse.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from layerprobe.errors import ConfigError, DataError, ProfileError
-from layerprobe.analysis.profiles import LayerProfile, layerprobe_version, save_profile
+from layerprobe.errors import ConfigError, DataError
+from layerprobe.analysis.profiles import LayerProfile, layerprobe_version, save_profile, unchanged_since_saved
 from layerprobe.io.results import write_atomic
 from layerprobe.io.runs import merge_runs
 from layerprobe.analysis.effects import get_effect
@@ -138,6 +140,11 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
                                      min_effect=min_effect, fdr_method=fdr_method, alpha=alpha,
                                      p_override=(lambda ev: adjust_for_design(ev, adaptive)) if adaptive else None)
     if evidence.empty:
+        conditions = sorted(set(table["condition"].dropna())) if "condition" in table else []
+        if "knockout" not in conditions or "baseline" not in conditions:
+            raise DataError(f"the results hold no baseline and knockout rows (conditions: {', '.join(conditions) or 'none'}): "
+                            "discovery reads a layerprobe-sweep run (results.jsonl with a baseline and a knockout "
+                            "per layer), not an eval run")
         raise DataError("no knockout row pairs with a baseline row of the same sample: nothing to test")
     num_layers = num_layers or provenance.get("num_layers")
     if not num_layers:
@@ -182,14 +189,25 @@ def _plain(value):
     return value
 
 
+def missing_layers(found: Discovery) -> str | None:
+    """What the discovery did not find, in one line with what to do about it; None if nothing."""
+    late = f"layers {found.late_start}..{found.num_layers - 1}"
+    if found.review_layer is not None and found.fusion_layers:
+        return None
+    if found.review_layer is not None:
+        return (f"no fusion layer: no significant drop before layer {found.late_start}, so the profile has "
+                "fusion_layers: [], which contrastive attention refuses")
+    if not found.fusion_layers:
+        return (f"no layer's knockout is significant (no fusion layer, no review layer in {late}); the profile "
+                "records that (fusion_layers: [], review_layer: null), and contrastive attention refuses it; "
+                "lower min_effect or sweep more samples for more power")
+    return (f"no review layer: no significant drop in the late part ({late}), so the profile has review_layer: "
+            "null, which contrastive attention refuses; give review_layer=<layer> to set one by hand, or lower "
+            "min_effect / raise late_fraction")
+
+
 def to_profile(found: Discovery, model: str | None = None, notes: str = "") -> LayerProfile:
-    """The discovery as a LayerProfile; refuses (ProfileError) when it cannot drive contrastive
-    attention, e.g. no review layer."""
-    if found.review_layer is None:
-        raise ProfileError(
-            f"no significant drop in the late part (layers {found.late_start}..{found.num_layers - 1}): "
-            "a profile without review_layer cannot drive contrastive attention; "
-            "set review_layer=<layer> by hand (or lower min_effect / raise late_fraction)")
+    """The discovery as a LayerProfile (with ``review_layer: None`` when none was found)."""
     evidence = [{k: _plain(v) for k, v in row.items()} for row in found.evidence.to_dict("records")]
     profile = LayerProfile(
         model=model or found.provenance.get("model") or "unknown",
@@ -215,22 +233,38 @@ def to_profile(found: Discovery, model: str | None = None, notes: str = "") -> L
 @dataclass
 class DiscoverOutput:
     discovery: Discovery
-    profile: LayerProfile | None      # None when it could not be made: see profile_error
-    profile_error: str | None
+    profile: LayerProfile
+    missing: str | None               # what was not found (missing_layers), for the user
     written: list[Path]
 
 
-def discover_runs(run_dirs, out: str | Path | None = None, figure: bool = True, **options) -> DiscoverOutput:
-    """What ``layerprobe-discover`` does: discover, then write ``out`` (default
-    ``<first run>/profile.yaml``), ``discovery.csv`` and ``discovery.png/.pdf`` beside it.
-    The evidence and figure are written even when no profile can be made (see profile_error)."""
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite and not unchanged_since_saved(out):
+        raise ConfigError(f"out={out}: exists and was not written by layerprobe-discover, or was edited since; "
+                          "give overwrite=true to replace it, or another out=")
+
+
+def discover_runs(run_dirs, out: str | Path | None = None, figure: bool = True, overwrite: bool = False,
+                  evidence_dir: str | Path | None = None, **options) -> DiscoverOutput:
+    """What ``layerprobe-discover`` does: discover, then write the profile to ``out`` (default
+    ``<first run>/profile.yaml``) and ``discovery.csv``, ``discovery.png/.pdf`` into the first run
+    (or ``evidence_dir``: layerprobe-paper's discovery/ folder). A profile at ``out`` that this
+    function did not write, or that was edited since, is replaced only with ``overwrite``."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     if not run_dirs:
         raise ConfigError("run: give at least one sweep run directory")
-    found = discover(run_dirs, **options)
+    for run in map(Path, run_dirs):
+        if run.is_dir() and not (run / "results.jsonl").is_file():
+            raise ConfigError(f"run={run}: not a sweep run (no results.jsonl); give the folder layerprobe-sweep "
+                              "wrote (its run_dir, e.g. runs/sweep/<model>/<data>/<mask>)")
     out = Path(out) if out else Path(run_dirs[0]) / "profile.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    csv_path = out.parent / "discovery.csv"
+    _check_out(out, overwrite)
+    found = discover(run_dirs, **options)
+    if evidence_dir is None:
+        evidence_dir = Path(run_dirs[0]) if Path(run_dirs[0]).is_dir() else Path(run_dirs[0]).parent
+    evidence_dir = Path(evidence_dir)
+    evidence_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = evidence_dir / "discovery.csv"
     write_atomic(csv_path, found.evidence.to_csv(index=False))
     written = [csv_path]
     if figure:
@@ -238,12 +272,10 @@ def discover_runs(run_dirs, out: str | Path | None = None, figure: bool = True, 
         from layerprobe.plots.save import save_figure
 
         ax = plot_discovery(found.evidence, found, get_effect(found.settings["effect"]))
-        written += save_figure(ax.figure, out.parent / "discovery")
+        written += save_figure(ax.figure, evidence_dir / "discovery")
+    profile = to_profile(found)
     try:
-        profile, error = to_profile(found), None
-    except ProfileError as err:
-        profile, error = None, str(err)
-    if profile is not None:
         save_profile(profile, out)
-        written.insert(0, out)
-    return DiscoverOutput(found, profile, error, written)
+    except OSError as err:
+        raise ConfigError(f"out={out}: cannot write the profile: {err.strerror}") from None
+    return DiscoverOutput(found, profile, missing_layers(found), [out, *written])

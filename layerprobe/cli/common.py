@@ -3,6 +3,7 @@ Only ``layerprobe.cli`` imports Hydra; these helpers take plain dicts/DictConfig
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from typing import Any
@@ -14,6 +15,17 @@ from layerprobe.errors import ConfigError, LayerprobeError
 # data.* keys passed to load_benchmark, which checks them; a null value means its default.
 DATA_ARGS = ("name", "root", "split", "layout", "limit", "seed", "num_shards", "shard", "on_error", "prompt",
              "metric", "max_new_tokens", "repo", "download")
+MODEL_ARGS = ("name", "path", "download", "device", "dtype", "attn_implementation", "check_keys")
+MODEL_NOTES = ("decoder_layers", "chat_template")   # in some presets, for reading only
+
+
+def refuse_unknown_keys(group: str, given, known) -> None:
+    """A key nobody reads (``+data.limt=10``) is a typo, not an option: one line naming the nearest."""
+    for key in given:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {group}.{near[0]}?" if near else ""
+            raise ConfigError(f"{group}.{key}: no such option{hint} (options of {group}: {', '.join(known)})")
 
 
 def to_python(cfg) -> Any:
@@ -35,14 +47,17 @@ def load_model_from(model_cfg):
     from layerprobe.models.loading import load_model
 
     m = to_python(model_cfg)
+    refuse_unknown_keys("model", m, MODEL_ARGS + MODEL_NOTES)
     return load_model(m.get("path") or m["name"], device=m.get("device"), dtype=m.get("dtype"),
-                      attn_implementation=m.get("attn_implementation") or "sdpa", download=m.get("download", True))
+                      attn_implementation=m.get("attn_implementation") or "sdpa", download=m.get("download", True),
+                      check_keys=m.get("check_keys", True) is not False)
 
 
 def load_data_from(data_cfg):
     from layerprobe.data.registry import load_benchmark
 
     d = to_python(data_cfg)
+    refuse_unknown_keys("data", d, DATA_ARGS)
     return load_benchmark(**{k: d[k] for k in DATA_ARGS if k in d and d[k] is not None})
 
 
@@ -64,8 +79,35 @@ def run_options(cfg, valid: set[str]) -> tuple[dict, list[str]]:
     return cfg, [str(r) for r in runs] if isinstance(runs, (list, tuple)) else [str(runs)]
 
 
-def _error_exit(message: str) -> None:
-    logging.getLogger("layerprobe").error("%s", message)
+def run_header(loaded, data, identity_hash: str) -> dict:
+    """The part of a run's results header that says what ran (``layerprobe.io.identity``)."""
+    from layerprobe.data.fingerprint import data_fingerprint
+    from layerprobe.io.identity import versions
+    from layerprobe.models.identity import weights_fingerprint
+
+    identity = {"config_hash": identity_hash, "dtype": str(loaded.model.dtype).removeprefix("torch."),
+                "device": loaded.device.type, "weights": weights_fingerprint(loaded), "data": data_fingerprint(data)}
+    return {"config_hash": identity_hash, "identity": identity, "versions": versions()}
+
+
+def writer_options(cfg, ways_out: str) -> dict:
+    """What the results writer of a sweep or eval run is told (``ResultsWriter``'s options)."""
+    return {"lock": cfg.get("file_lock", True) is not False, "resume_check": cfg.get("resume_check", True) is not False,
+            "ways_out": ways_out}
+
+
+def _log_to_files(message: str) -> None:
+    """The error into the run's log file (sweep.log), not again onto the terminal: stderr has it."""
+    logger = logging.getLogger("layerprobe")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers + logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def error_exit(message: str) -> None:
+    """One line on stderr (and in the run's log file), exit code 2."""
+    _log_to_files(message)
     print(f"layerprobe: error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -76,7 +118,7 @@ def _make_dir_or_exit(path: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        _error_exit(f"{path}: cannot create output directory: {err.strerror}")
+        error_exit(f"{path}: cannot create output directory: {err.strerror}")
 
 
 class CheckOutputDir(Callback):
@@ -95,4 +137,4 @@ def run_cli(fn, *args) -> None:
     try:
         fn(*args)
     except LayerprobeError as err:
-        _error_exit(str(err))
+        error_exit(str(err))

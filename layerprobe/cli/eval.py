@@ -9,7 +9,8 @@ every method and benchmark found in the eval directory (paired against vanilla).
     layerprobe-eval profile_file=runs/sweep/organism/organism/image_text/profile.yaml
 
 Writes ``<eval_dir>/<benchmark>/<label>/results.jsonl`` (per sample; the label is the method's name
-plus each option that differs from ``conf/method/<name>.yaml``, e.g. ``contrastive_percentile-5``).
+plus each option that differs from ``conf/method/<name>.yaml``, e.g. ``contrastive_percentile-5``,
+plus the profile of a method that reads one: ``layerprobe.cli.run_names``).
 With ``baseline: vanilla`` (default) a missing vanilla run of the same model, data and samples is
 run first into ``<eval_dir>/<benchmark>/vanilla``. From all runs below ``eval_dir``:
 ``comparison.{csv,md,png,pdf}``, ``flips.csv``, ``<benchmark>/flips_<label>.png``, for swept
@@ -19,57 +20,39 @@ options ``curves.csv`` and ``curve_<method>_<option>.{png,pdf}``, and for contra
 
 from __future__ import annotations
 
-import json
 import logging
-import re
+import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
 
 from layerprobe import __version__
-from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli.common import (identity as config_identity, load_data_from, load_model_from, run_cli, run_header,
+                                   to_python, writer_options)
+from layerprobe.cli.hydra_errors import run_app
 from layerprobe.cli.report import write_page
+from layerprobe.cli.run_names import method_label, preset  # noqa: F401  (method_label: the label resolver)
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import CONF_DIR
 
 log = logging.getLogger("layerprobe.eval")
-
-
-def _method_defaults(name: str) -> dict:
-    """The shipped options of method ``name`` (``conf/method/<name>.yaml``); just its name if none ship."""
-    path = CONF_DIR / "method" / f"{name}.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.is_file() else {"name": name}
-
-
-def _label_value(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(_label_value(v) for v in value)
-    text = json.dumps(value) if value is None or isinstance(value, bool) else str(value)
-    return re.sub(r"[^A-Za-z0-9.,+-]+", "_", text)[:40]  # a path component, not a sentence
-
-
-def method_label(method) -> str:
-    """A run's default label: the method's name, then ``option-value`` for each option that differs
-    from the shipped defaults, so a multirun over an option writes one directory per value."""
-    options = to_python(method)
-    defaults = _method_defaults(options["name"])
-    changed = [f"{k}-{_label_value(v)}" for k, v in options.items()
-               if k != "name" and (k not in defaults or defaults[k] != v)]
-    return "_".join([options["name"], *changed])
-
-
-OmegaConf.register_new_resolver("method_label", method_label, replace=True)
+# eval.yaml adds the working folder's conf/ to Hydra's search path (presets saved there by
+# layerprobe-discover out=conf/profile/x.yaml); most folders have none, which is no news
+warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=conf is not available")
+WAYS_OUT = "give label=<a new name> (or run_dir=<a folder inside eval_dir>) for a new run"
 
 
 def _profile(cfg, loaded):
     from layerprobe.analysis.profiles import method_profile
 
     given = cfg.get("profile") or cfg.get("profile_file")
-    return method_profile(to_python(given) if given is not None and not isinstance(given, str) else given, loaded)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    name = choices.get("profile") or "(composed preset)" if cfg.get("profile") else str(given)
+    return method_profile(to_python(given) if given is not None and not isinstance(given, str) else given, loaded,
+                          check=cfg.get("profile_check", True) is not False, name=name)
 
 
 def _run_dir(cfg) -> Path:
@@ -99,13 +82,15 @@ def _header(cfg, loaded, data, method_options: dict, profile) -> dict:
     profile = profile if takes_profile(method_options["name"]) else None
     identity = {"model": config_identity(cfg.model), "data": config_identity(cfg.data), "method": method_options,
                 "profile": profile}
-    return {"config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
-            "method": method_options, "profile": profile, "metric": data.metric, "layerprobe_version": __version__}
+    transfer = {"profile_check": False} if profile is not None and cfg.get("profile_check", True) is False else {}
+    return {**run_header(loaded, data, config_hash(identity)), "model": loaded.describe(), "data": to_python(cfg.data),
+            "method": method_options, "profile": profile, **transfer, "metric": data.metric,
+            "layerprobe_version": __version__}
 
 
 def _run_options(cfg) -> dict:
     return {"batch_size": cfg.batch_size, "on_error": cfg.data.get("on_error", "raise"),
-            "memory_pass": cfg.memory_pass, "progress": cfg.progress}
+            "memory_pass": cfg.memory_pass, "progress": cfg.progress, "writer_opts": writer_options(cfg, WAYS_OUT)}
 
 
 def _baseline_run(eval_dir: Path, bench: str, header: dict) -> tuple[Path, set[str]]:
@@ -133,7 +118,7 @@ def run_baseline(cfg, loaded, data, eval_dir: Path) -> None:
     from layerprobe.evaluation.run import run_method
     from layerprobe.methods.registry import make_method
 
-    header = _header(cfg, loaded, data, _method_defaults(name), None)
+    header = _header(cfg, loaded, data, preset("method", name), None)
     run_dir, present = _baseline_run(eval_dir, data.name, header)
     wanted = {str(s.sample_id) for s in data.samples} | {str(sid) for sid, _ in data.skipped}
     present &= wanted
@@ -215,7 +200,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    _main()
+    run_app(_main, "eval")
 
 
 if __name__ == "__main__":

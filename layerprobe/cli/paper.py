@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from layerprobe.cli.common import run_cli, to_python
+from layerprobe.cli.hydra_errors import run_app
 from layerprobe.errors import ConfigError, LayerprobeError, ProfileError
 from layerprobe.io.paths import CONF_DIR
 
@@ -187,22 +188,26 @@ def discover_stage(cfg, out: Path) -> str:
     unknown = set(options) - OPTIONS
     if unknown:
         raise ConfigError(f"discovery: unknown option(s) {sorted(unknown)}; valid: {', '.join(sorted(OPTIONS))}")
-    result = discover_runs(sweep_dirs(cfg, out), out=out / "discovery" / "profile.yaml", **options)
+    # the paper's discovery is its own: profile and evidence both in <out>/discovery
+    result = discover_runs(sweep_dirs(cfg, out), out=out / "discovery" / "profile.yaml",
+                           evidence_dir=out / "discovery", **options)
     print(result.discovery.summary())
     given = _profile_given(cfg)
     if given is not None:
         return given
-    if result.profile is None:
-        raise ProfileError(f"{result.profile_error}; or evaluate with a profile given by hand: "
+    if result.missing:   # the profile records what was not found; the methods that need the layers would refuse it
+        raise ProfileError(f"{result.missing}; or evaluate with a profile given by hand: "
                            "method_profile=<preset or YAML> (the evidence is in discovery/discovery.csv)")
     return f"profile_file={hydra_value(str(out / 'discovery' / 'profile.yaml'))}"
 
 
 def eval_overrides(cfg, out: Path, profile: str) -> list[str]:
-    """Every method on every benchmark and shard, each shard in its own run directory below eval/."""
+    """Every method on every benchmark and shard, each shard in its own run directory below eval/;
+    the label is the method's name (the table's rows), not eval's default, which adds the profile."""
     shard = "shard${data.shard}of${data.num_shards}"
     return [*_stage_overrides(cfg, "eval"), f"method={','.join(cfg.methods)}", profile, "baseline=none",
-            f"eval_dir={hydra_value(str(out / 'eval'))}", f"run_dir='${{eval_dir}}/${{data.name}}/${{label}}/{shard}'",
+            f"eval_dir={hydra_value(str(out / 'eval'))}", "label='${method.name}'",
+            f"run_dir='${{eval_dir}}/${{data.name}}/${{label}}/{shard}'",
             f"hydra.sweep.subdir='${{data.name}}/${{label}}/{shard}'"]
 
 
@@ -252,7 +257,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    _main()
+    run_app(_main, "paper")
 
 
 if __name__ == "__main__":

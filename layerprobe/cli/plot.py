@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import hydra
 from omegaconf import DictConfig
 
+from layerprobe.cli.hydra_errors import run_app
 from layerprobe.cli.common import run_cli, run_options
 from layerprobe.cli.report import holds_runs, write_page
 from layerprobe.io.paths import CONF_DIR
@@ -51,7 +52,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _app()
+    run_app(_app, "plot")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from layerprobe import __version__
-from layerprobe.cli.common import identity as config_identity, load_data_from, load_model_from, run_cli, to_python
+from layerprobe.cli import run_names  # noqa: F401  (registers the run_dir resolver)
+from layerprobe.cli.common import (identity as config_identity, load_data_from, load_model_from, run_cli, run_header,
+                                   to_python, writer_options)
+from layerprobe.cli.hydra_errors import run_app
 from layerprobe.cli.report import write_page
 from layerprobe.errors import ConfigError
 from layerprobe.io.hashing import config_hash
@@ -25,6 +28,7 @@ from layerprobe.io.paths import CONF_DIR
 from layerprobe.sweep.heap import keep_freed_memory
 
 log = logging.getLogger("layerprobe.sweep")
+WAYS_OUT = "give run_dir=<a new folder> (a multirun: hydra.sweep.dir=<a new folder>) for a new run"
 
 
 def adaptive_design(cfg):
@@ -64,7 +68,7 @@ def sweep(cfg) -> None:
     if design is not None:   # a full sweep's hash stays what it was
         identity["adaptive"] = design.record()
     header = {
-        "config_hash": config_hash(identity), "model": loaded.describe(), "data": to_python(cfg.data),
+        **run_header(loaded, data, config_hash(identity)), "model": loaded.describe(), "data": to_python(cfg.data),
         "edges": mask["edges"], "window": mask.get("window", 1), "metric": data.metric,
         "layerprobe_version": __version__, **({"adaptive": design.record()} if design else {}),
         **({"control": identity["control"]} if control is not None else {}),
@@ -79,6 +83,7 @@ def sweep(cfg) -> None:
                      "memory_budget_gb": cfg.get("memory_budget_gb")}, timing_samples=cfg.timing_samples,
         adaptive=design, shard_runs=shard_runs, wait_s=wait_s, control=control,
         control_seed=cfg.get("control_seed", 0),
+        writer_opts=writer_options(cfg, WAYS_OUT),
     )
     if summary is None:
         log.warning("stopped at a look that waits for other shards; rerun this command once they finish")
@@ -98,7 +103,7 @@ def _main(cfg) -> None:
 
 
 def main() -> None:
-    _main()
+    run_app(_main, "sweep")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ total latency, synchronised on CUDA, warm-up excluded by the caller running :fun
     answers, logits, first = generate_with_first_logits(loaded, inputs, 16)   # + the first step's logits
     generate_answers(loaded, inputs, 16, logits_processor=LogitsProcessorList([proc]))   # extra generate() kwargs
 
-``prefill_s`` and ``total_s`` are wall-clock seconds of the whole batch's call.
+``prefill_s`` and ``total_s`` are wall-clock seconds of the whole batch's call. An answer whose
+logits held NaN or inf at some step is flagged (``nonfinite``, ``layerprobe.core.finite_logits``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from layerprobe.core.finite_logits import watch_model
+
 
 @dataclass
 class Answer:
@@ -25,12 +28,14 @@ class Answer:
     prefill_s: float
     total_s: float
     n_tokens: int
+    nonfinite: bool = False   # the logits held NaN or inf: the answer means nothing
     first_step: dict | None = None   # answer probabilities (layerprobe.core.first_step), where computed
 
     def record(self) -> dict:
         """The fields of a results row this answer fills."""
+        flag = {"nonfinite_logits": True} if self.nonfinite else {}
         return {"prediction": self.text, "prefill_s": self.prefill_s, "total_s": self.total_s,
-                "n_tokens": self.n_tokens, **(self.first_step or {})}
+                "n_tokens": self.n_tokens, **(self.first_step or {}), **flag}
 
 
 def sync(device: torch.device) -> None:
@@ -86,7 +91,8 @@ def _generate(loaded, inputs: dict, max_new_tokens: int, **generate_kwargs):
     start = time.perf_counter()
     clock = _PrefillClock(loaded.model, start)
     try:
-        out = loaded.model.generate(**inputs, **greedy_kwargs(loaded, max_new_tokens), **generate_kwargs)
+        with watch_model(loaded.model) as watch:
+            out = loaded.model.generate(**inputs, **greedy_kwargs(loaded, max_new_tokens), **generate_kwargs)
     finally:
         clock.close()
     sync(device)
@@ -95,7 +101,8 @@ def _generate(loaded, inputs: dict, max_new_tokens: int, **generate_kwargs):
     new_tokens = sequences[:, inputs["input_ids"].shape[1]:]
     texts, counts = decode_new_tokens(loaded, new_tokens)
     prefill = clock.prefill_s if clock.prefill_s is not None else total
-    return [Answer(t, prefill, total, n) for t, n in zip(texts, counts)], out, new_tokens
+    bad = watch.flags(None, len(texts))
+    return [Answer(t, prefill, total, n, b) for t, n, b in zip(texts, counts, bad)], out, new_tokens
 
 
 @torch.no_grad()

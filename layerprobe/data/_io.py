@@ -218,6 +218,14 @@ class Record:
             self.fail(f"{key} must be an int or a string, got {_short(value)}")
         return str(value)
 
+    def inside(self, folder: Path, name: str, key: str) -> str:
+        """``folder / name`` for a file this record names (field ``key``); a name that would leave
+        ``folder`` (absolute, ``..``, NUL) fails: a data file decides which files are read."""
+        parts = Path(name.replace("\\", "/")).parts
+        if not name or "\x00" in name or name.startswith(("/", "\\")) or ".." in parts:
+            self.fail(f"{key}={_short(name)} must name a file inside {folder}")
+        return str(folder / name)
+
     def text(self, key: str) -> str:
         value = self._value(key)
         if not isinstance(value, str):
@@ -257,13 +265,25 @@ class Record:
 
 
 class Collector:
-    """Builds samples record by record; with ``on_error='skip'`` a bad record is noted, not fatal."""
+    """Builds samples record by record; with ``on_error='skip'`` a bad record is noted, not fatal.
+    A sample id met twice is such a bad record (results are keyed by it): the later one is an
+    error naming both places, or skipped under its place in the file."""
 
     def __init__(self, on_error: str):
         check_choice("data.on_error", on_error, ON_ERROR)
         self.on_error = on_error
         self.samples: list[Sample] = []
         self.skipped: list[tuple[str, str]] = []
+        self._seen: dict[str, str] = {}   # sample id -> where it was first met
+
+    def _unique(self, sample: Sample, record: Record) -> Sample:
+        place = f"{Path(record.file).name} {record.where}"
+        first = self._seen.setdefault(str(sample.sample_id), place)
+        if first != place:
+            raise RecordError(record.file, f"{record.where} (sample {sample.sample_id})",
+                              f"duplicate sample id {sample.sample_id!r}, first at {first}; results are keyed by "
+                              "the id, so each sample needs its own", locator=place)
+        return sample
 
     def guard(self, build: Callable[..., Any], *args) -> Any:
         """``build(*args)``, or None after noting its RecordError when skipping."""
@@ -278,6 +298,8 @@ class Collector:
     def run(self, items: Iterable[tuple], build: Callable[..., Sample | None]) -> Collector:
         for args in items:
             sample = self.guard(build, *args)
+            if sample is not None and isinstance(args[0], Record):
+                sample = self.guard(self._unique, sample, args[0])
             if sample is not None:
                 self.samples.append(sample)
         return self

@@ -48,7 +48,7 @@ def mirror_patterns(split: str) -> tuple[str, ...]:
 
 def _official(record: Record, has_answers: bool, root) -> Sample:
     record.ident("questionId")  # so that an error about the image names the question
-    return _sample(record, has_answers, str(root / record.text("image")))
+    return _sample(record, has_answers, record.inside(root, record.text("image"), "image"))
 
 
 def _sample(record: Record, has_answers: bool, image) -> Sample:

@@ -42,12 +42,12 @@ def load(root, split: str = DEFAULT_SPLIT, layout: str = "auto", on_error: str =
         if not isinstance(data, dict):
             raise DataError(f"{path}: top level must be an object questionId -> question, got {type(data).__name__}")
         image_dir = find_dir(root, ["images", "."])
-        records.run(((Record(item, path, f"question {qid}"), qid, lambda image_id: str(image_dir / f"{image_id}.jpg"))
+        records.run(((Record(item, path, f"question {qid}"), qid, lambda image_id, rec: rec.inside(image_dir, f"{image_id}.jpg", "imageId"))
                      for qid, item in data.items()), _sample)
     else:
         images = _image_index(root, mirror_split, f"{split}_images")
         rows = parquet_records(found.files, ("id", "imageId", "question", "answer"), image_column=None)
-        records.run(((rec, None, images.get) for rec, _ in rows), _sample)
+        records.run(((rec, None, lambda image_id, _: images.get(image_id)) for rec, _ in rows), _sample)
     return records.result
 
 
@@ -63,7 +63,7 @@ def _sample(record: Record, question_id, image_of) -> Sample:
         question_id = record.ident("id")
     record.sample_id = str(question_id)
     image_id = record.key("imageId")
-    image = image_of(image_id) or record.fail(f"imageId {image_id} is not in the images parquet files")
+    image = image_of(image_id, record) or record.fail(f"imageId {image_id} is not in the images parquet files")
     return Sample(str(question_id), image, record.text("question"), [record.text("answer")],
                   {"image_id": image_id, "full_answer": record.get("fullAnswer"),
                    "is_balanced": record.get("isBalanced")})

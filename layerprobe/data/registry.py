@@ -35,7 +35,7 @@ from layerprobe.data._parquet import materialize
 from layerprobe.data.hub import fetch_benchmark, has_mirror
 from layerprobe.data.metrics import METRICS
 from layerprobe.data.sample import Sample
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, DataError
 
 # what a benchmark module (or object) provides; docs/architecture.md states it
 CONTRACT = ("NAME", "METRIC", "MAX_NEW_TOKENS", "DEFAULT_SPLIT", "load", "build_prompt")
@@ -122,6 +122,16 @@ def _check_decoding(metric, max_new_tokens) -> None:
                           "or null (the benchmark's own)")
 
 
+def _check_unique(name: str, samples: list) -> None:
+    """Results are keyed by sample id: a loader (a registered plugin's too) must not repeat one."""
+    seen: set[str] = set()
+    for s in samples:
+        if str(s.sample_id) in seen:
+            raise DataError(f"benchmark {name}: sample id {s.sample_id!r} occurs twice in what its loader returned; "
+                            "results are keyed by the id, so each sample needs its own")
+        seen.add(str(s.sample_id))
+
+
 def subsample(samples: list, limit: int | None, seed: int) -> list:
     """A seeded random subset of size ``limit``, in the original (file) order."""
     if limit is None or limit >= len(samples):
@@ -147,6 +157,7 @@ def load_benchmark(name: str, root=None, split: str | None = None, layout: str =
     if root is None and has_mirror(bench):  # data.root wins; without it, the mirror's split from the hub cache
         root = fetch_benchmark(bench, split, repo, download)
     samples, skipped = bench.load(root, split, layout, on_error)
+    _check_unique(bench.NAME, samples)
     subset = subsample(samples, limit, seed)
     samples = subset[shard::num_shards]
     positions = {str(s.sample_id): shard + i * num_shards for i, s in enumerate(samples)}

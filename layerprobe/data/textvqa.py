@@ -72,7 +72,7 @@ def _sample(record: Record, spec: _Split, image, ocr: dict | None) -> Sample:
     elif "ocr_tokens" in record.data:  # the parquet mirror carries them per row
         extra["ocr_tokens"] = record.strings("ocr_tokens", required=False)
     if isinstance(image, Path):  # official layout: the image folder; files are named by image id
-        image = str(image / f"{image_id}.jpg")
+        image = record.inside(image, f"{image_id}.jpg", "image_id")
     return Sample(qid, image, record.text("question"),
                   record.answers("answers", required=spec.has_answers), extra)
 

@@ -51,7 +51,7 @@ def _official(record: Record, has_answers: bool, image_dir: Path) -> Sample:
     image = record.text("image")
     record.data["question_id"] = Path(image).stem
     record.data.setdefault("category", record.get("answer_type"))
-    return _sample(record, has_answers, str(image_dir / image))
+    return _sample(record, has_answers, record.inside(image_dir, image, "image"))
 
 
 def _sample(record: Record, has_answers: bool, image) -> Sample:

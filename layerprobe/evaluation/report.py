@@ -18,6 +18,7 @@ from layerprobe.analysis.stats import scored_rows
 from layerprobe.errors import DataError
 from layerprobe.evaluation.compare import REFERENCE_METHOD, attention_mass, collect, compare, flips, paired
 from layerprobe.evaluation.curves import option_curves
+from layerprobe.io.filenames import safe_name
 from layerprobe.io.results import write_atomic
 from layerprobe.plots.methods import comparison_figure, flips_gallery, plot_pre_layers
 from layerprobe.plots.option_curves import option_curve_figure
@@ -64,7 +65,7 @@ def write_curves(eval_dir: Path, table: pd.DataFrame, comparison: pd.DataFrame) 
     write_atomic(eval_dir / "curves.csv", curves.to_csv(index=False))
     written = []
     for (method, option), curve in curves.groupby(["method", "option"], sort=False):
-        written += save_figure(option_curve_figure(curve), eval_dir / f"curve_{method}_{option}")
+        written += save_figure(option_curve_figure(curve), eval_dir / f"curve_{safe_name(method)}_{safe_name(option)}")
     return written
 
 
@@ -84,4 +85,4 @@ def write_galleries(table: pd.DataFrame, data, bench_dir, n_examples: int) -> No
                                    "method_name": method, "kind": kind})
         if picked:
             save_figure(flips_gallery(picked, title=f"{method} vs vanilla on {data.name}: fixed and broken"),
-                        Path(bench_dir) / f"flips_{method}")
+                        Path(bench_dir) / f"flips_{safe_name(method)}")

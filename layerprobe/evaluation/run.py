@@ -22,9 +22,10 @@ from layerprobe.sweep.conditions import Condition
 
 def run_method(loaded, data, method, run_dir, header: dict | None = None, batch_size: int = 8,
                on_error: str = "raise", memory_pass: bool = True, maps_samples: int = 0,
-               progress: bool = True, label: str | None = None) -> Path:
+               progress: bool = True, label: str | None = None, writer_opts: dict | None = None) -> Path:
     """Answer every sample of ``data`` with ``method``; rows go to ``run_dir/results.jsonl`` with
-    ``condition`` = ``label`` (the method's name unless a variant is being compared)."""
+    ``condition`` = ``label`` (the method's name unless a variant is being compared).
+    ``writer_opts``: options of the results writer (``layerprobe.io.results.ResultsWriter``)."""
     if isinstance(maps_samples, bool) or not isinstance(maps_samples, int) or maps_samples < 0:
         raise ConfigError(f"maps_samples={maps_samples!r}: must be an integer >= 0")
     condition = Condition(label or method.name, None)
@@ -51,4 +52,4 @@ def run_method(loaded, data, method, run_dir, header: dict | None = None, batch_
 
     return run_batches(data, Path(run_dir) / "results.jsonl", header, [condition], answer,
                        batch_size=batch_size, on_error=on_error, progress=progress,
-                       desc=f"{condition.name} on {data.name}", prepare=prepare)
+                       desc=f"{condition.name} on {data.name}", prepare=prepare, writer_opts=writer_opts)

@@ -11,6 +11,11 @@ condition's own fields). ``prepare`` runs once, untimed, on the first batch befo
 (warm-up, a memory pass). Batches are the same on every run: a rerun skips each batch whose rows
 are all on disk and recomputes the conditions of a partly written batch, whose rows already on disk
 are not written twice, so a resumed run equals an uninterrupted one.
+
+A record flagged ``nonfinite_logits`` (the model's logits held NaN or inf:
+``layerprobe.core.finite_logits``) stops the run in one line naming the condition, after the
+batch's other rows are written, or with ``on_error="skip"`` becomes a skipped row.
+``writer_opts`` are the ``ResultsWriter``'s options (``lock``, ``resume_check``, ``ways_out``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 
 from layerprobe.data.batching import chunks, load_images
 from layerprobe.data.metrics import score
+from layerprobe.errors import ModelError
 from layerprobe.io.results import ResultsWriter
 
 log = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def run_batches(data, path, header: dict | None, conditions: list, answer: Callable,
                 batch_size: int = 8, on_error: str = "raise", progress: bool = True, desc: str = "",
-                fields: dict | None = None, prepare: Callable | None = None) -> Path:
+                fields: dict | None = None, prepare: Callable | None = None, writer_opts: dict | None = None) -> Path:
     """Answer every (sample, condition) of ``data`` not yet in ``path``; ``fields`` are written
     into every row (the sweep's edge set, for example)."""
     bench, fields = data.name, fields or {}
@@ -39,8 +45,14 @@ def run_batches(data, path, header: dict | None, conditions: list, answer: Calla
         return {"benchmark": bench, "sample_id": str(sample_id), "condition": cond.name, "layer": cond.layer,
                 **fields, **values}
 
+    def scored(s, c, rec, size) -> dict:
+        if rec.pop("nonfinite_logits", False):
+            return row(s.sample_id, c, prediction=None, score=None, skipped=NONFINITE)
+        return row(s.sample_id, c, **rec, score=score(data.metric, rec["prediction"], s.answers), skipped=None,
+                   batch_size=size)
+
     path = Path(path)
-    with ResultsWriter(path, header) as writer:
+    with ResultsWriter(path, header, **(writer_opts or {})) as writer:
         done = writer.done_keys()
         if done:   # a resumed run says how much it keeps: a finished one computes nothing again
             ids = [str(s.sample_id) for s in data.samples] + [str(sid) for sid, _ in data.skipped]
@@ -63,10 +75,25 @@ def run_batches(data, path, header: dict | None, conditions: list, answer: Calla
                         prepare(kept, images, texts, todo)
                     first = False
                     records = answer(kept, images, texts, todo)
-                    writer.append_many(
-                        row(s.sample_id, c, **rec, score=score(data.metric, rec["prediction"], s.answers),
-                            skipped=None, batch_size=len(kept))
-                        for c in todo for s, rec in zip(kept, records[(c.name, c.layer)]))
+                    _stop_on_nonfinite(writer, [scored(s, c, rec, len(kept)) for c in todo
+                                                for s, rec in zip(kept, records[(c.name, c.layer)])], on_error)
             bar.update(len(batch) * len(conditions))
         bar.close()
     return path
+
+
+NONFINITE = "the model's logits held NaN or inf (an overflow: float16?)"
+
+
+def _stop_on_nonfinite(writer, rows: list[dict], on_error: str) -> None:
+    """Write a batch's rows; rows whose logits were not finite stop the run (after the others are
+    written) unless problems are skipped."""
+    bad = [r for r in rows if r["skipped"] == NONFINITE]
+    if bad and on_error != "skip":
+        writer.append_many(r for r in rows if r["skipped"] != NONFINITE)
+        first = bad[0]
+        where = first["condition"] if first["layer"] is None else f"{first['condition']} at layer {first['layer']}"
+        raise ModelError(f"{writer.path}: {where}, sample {first['sample_id']} (and {len(bad) - 1} more rows of this "
+                         f"batch): {NONFINITE}; run in bfloat16 or float32 (model.dtype=...), or data.on_error=skip to "
+                         "record such rows as skipped")
+    writer.append_many(rows)

@@ -8,8 +8,11 @@
 A row carries at least ``benchmark, sample_id, condition, layer, prediction, score`` where
 ``condition`` is ``"baseline"``, ``"knockout"`` or a method name and ``layer`` is the 0-based
 decoder layer (None for conditions not tied to one layer). The first line of the file is a header
-``{"_header": {"schema": SCHEMA_VERSION, "config_hash": ..., ...}}``; a rerun whose header differs
-in ``config_hash`` is refused instead of mixing two configurations in one table.
+``{"_header": {"schema": SCHEMA_VERSION, "config_hash": ..., "identity": ..., ...}}``; a rerun whose
+header records another run (``layerprobe.io.identity``: the config, the resolved dtype and device,
+the weights, the data) is refused instead of mixing two runs in one table, and so is a file without
+that header. A resume forced with ``resume_check=False`` adds a ``{"_resume": ...}`` line naming
+what differed; readers skip it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from layerprobe.errors import ConfigError, DataError
+from layerprobe.io.identity import check_resume
 
 try:
     import fcntl
@@ -59,8 +63,10 @@ def _read_lines(path: Path) -> tuple[dict | None, list[dict], int]:
             raise DataError(f"{path}: line {lineno}: not valid JSON") from None
         if not complete:
             break
-        if "_header" in record:
+        if isinstance(record, dict) and "_header" in record:
             header = record["_header"]
+        elif isinstance(record, dict) and "_resume" in record:
+            pass  # a forced resume's note: metadata, not a row
         else:
             rows.append(record)
         good = end
@@ -69,11 +75,17 @@ def _read_lines(path: Path) -> tuple[dict | None, list[dict], int]:
 
 
 class ResultsWriter:
-    """Appends result rows to a JSONL file, resuming an existing one with the same config."""
+    """Appends result rows to a JSONL file, resuming an existing one of the same run.
 
-    def __init__(self, path: str | Path, header: dict[str, Any] | None = None):
+    ``lock=False`` skips the advisory lock (file systems without ``flock``: one writer per file is
+    then the user's to ensure); ``resume_check=False`` resumes a file whose header records another
+    run; ``ways_out`` ends a refusal (what the user can do instead)."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any] | None = None, lock: bool = True,
+                 resume_check: bool = True, ways_out: str = "use a new run directory"):
         self.path = Path(path)
         self.header = {"schema": SCHEMA_VERSION, **(header or {})}
+        self.lock, self.resume_check, self.ways_out = lock, resume_check, ways_out
         self._keys: set[tuple] = set()
         self._fh = None
         self._lock = None
@@ -98,15 +110,19 @@ class ResultsWriter:
             raise
 
     def _open_locked(self) -> None:
+        forced: list[str] = []
         if self.path.exists():
             old_header, rows, good = _read_lines(self.path)
+            if old_header is None and not _torn_header(self.path):
+                raise ConfigError(f"{self.path}: has no layerprobe header line, so it is not a results file this "
+                                  f"run can resume (nothing in it was changed): {self.ways_out}")
             if old_header is not None:
-                self._check_header(old_header)
+                forced = self._check_header(old_header)
             if good < self.path.stat().st_size:
                 with open(self.path, "r+b") as fh:
                     fh.truncate(good)
             self._keys = {row_key(r) for r in rows}
-            write_header = old_header is None and good == 0
+            write_header = old_header is None
         else:
             write_header = True
         try:
@@ -115,18 +131,16 @@ class ResultsWriter:
             raise ConfigError(f"{self.path}: cannot write results: {err.strerror}") from None
         if write_header:
             self._write([{"_header": self.header}])
+        if forced:
+            log.warning("%s: resumed with resume_check=false although %s differ", self.path, ", ".join(forced))
+            self._write([{"_resume": {"differs": forced, "header": self.header}}])
 
-    def _check_header(self, old: dict[str, Any]) -> None:
+    def _check_header(self, old: dict[str, Any]) -> list[str]:
         if old.get("schema") != SCHEMA_VERSION:
             raise ConfigError(
-                f"{self.path}: results schema {old.get('schema')} != {SCHEMA_VERSION}; use a new run directory"
+                f"{self.path}: results schema {old.get('schema')} != {SCHEMA_VERSION}; {self.ways_out}"
             )
-        new_hash, old_hash = self.header.get("config_hash"), old.get("config_hash")
-        if new_hash and old_hash and new_hash != old_hash:
-            raise ConfigError(
-                f"{self.path}: was written with another config (hash {old_hash} != {new_hash}); "
-                "refusing to mix results: use a new run directory"
-            )
+        return check_resume(self.path, old, self.header, self.resume_check, self.ways_out)
 
     def done_keys(self) -> set[tuple]:
         return set(self._keys)
@@ -146,17 +160,23 @@ class ResultsWriter:
         """One writer per file at a time: parallel jobs that share a run (the eval's vanilla
         baseline) take turns, and the later one resumes from what the earlier one wrote instead of
         writing the same rows twice."""
-        if fcntl is None:
+        if fcntl is None or not self.lock:
             return
         try:
             self._lock = open(self.path.with_name(f".{self.path.name}.lock"), "a")
         except OSError as err:
             raise ConfigError(f"{self.path}: cannot write results: {err.strerror}") from None
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("%s: another process is writing it; waiting for it to finish", self.path)
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s: another process is writing it; waiting for it to finish", self.path)
+                fcntl.flock(self._lock, fcntl.LOCK_EX)
+        except OSError as err:   # ENOLCK, EOPNOTSUPP: some NFS and Lustre mounts
+            self.close()
+            raise ConfigError(f"{self.path.parent}: this file system does not support file locks (flock: "
+                              f"{err.strerror}); run one writer per run directory with file_lock=false, or "
+                              "put the runs on a local disk") from None
 
     def close(self) -> None:
         if self._fh is not None:
@@ -165,6 +185,14 @@ class ResultsWriter:
         if self._lock is not None:
             self._lock.close()  # closing releases the lock
             self._lock = None
+
+
+def _torn_header(path: Path) -> bool:
+    """An empty file, or the start of a header line cut off by a kill: safe to start afresh."""
+    with open(path, "rb") as fh:
+        head = fh.read(64 * 1024)
+    start = b'{"_header"'
+    return not head.strip() or (b"\n" not in head and (head.startswith(start) or start.startswith(head)))
 
 
 def _jsonable(value: Any) -> Any:

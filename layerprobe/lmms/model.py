@@ -15,12 +15,19 @@ counts (``--log_samples`` drops the request arguments). So each answer comes bac
 ``token_counts[0]`` is ``{"output_tokens": n, "layerprobe": {"method": ..., ...}}`` with
 contrastive's ``pre_layer, n_suppressed, hellinger``, DoLa's ``premature_layers``, ViCrop's
 ``crop_box``, a knockout's ``knockout_layers, edges``, and every method's timings.
+
+Bad model args (an unknown method option, a value out of range, a profile that does not fit)
+and answers from non-finite logits end the run as in layerprobe's own commands: one line
+``layerprobe: error: ...`` on stderr and exit code 2. lmms-eval reports an exception from a model
+with a traceback and goes on to exit 0, so the plugin exits itself.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from lmms_eval.api.instance import GenerationResult, TokenCounts
@@ -30,7 +37,7 @@ from tqdm import tqdm
 
 from layerprobe.analysis.profiles import method_profile
 from layerprobe.data.sample import Sample
-from layerprobe.errors import ConfigError
+from layerprobe.errors import ConfigError, LayerprobeError, ModelError
 from layerprobe.lmms.generation_kwargs import cut_at, decoding
 from layerprobe.lmms.options import ModelArgs
 from layerprobe.methods.registry import make_method
@@ -63,6 +70,18 @@ def log_record(record: dict) -> dict:
     return out
 
 
+def exits_on_bad_input(fn):
+    """Bad input ends the process with one line and exit code 2 (lmms-eval would swallow it)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LayerprobeError as err:
+            print(f"layerprobe: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return wrapper
+
+
 @dataclass
 class RecordedCounts(TokenCounts):
     """Token counts that also log the method's record of the sample."""
@@ -78,18 +97,20 @@ class LayerprobeLMM(lmms):
 
     is_simple = True
 
+    @exits_on_bad_input
     def __init__(self, **model_args):
         super().__init__()
         args = ModelArgs.parse(model_args)
         self.loaded = load_model(args.pretrained, device=args.device, dtype=args.dtype,
-                                 attn_implementation=args.attn_implementation)
-        profile = method_profile(args.profile, self.loaded)
+                                 attn_implementation=args.attn_implementation, check_keys=args.check_keys)
+        profile = method_profile(args.profile, self.loaded, check=args.profile_check)
         self.method = make_method(args.method, profile=profile, **args.method_options)
         self.method.check(self.loaded)
         self.batch_size = args.batch_size
         self.max_new_tokens = args.max_new_tokens
         log.info("layerprobe %s on %s (batch size %d)", self.method.name, self.loaded.name, self.batch_size)
 
+    @exits_on_bad_input
     def generate_until(self, requests) -> list[GenerationResult]:
         answers: list[GenerationResult | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
@@ -105,6 +126,9 @@ class LayerprobeLMM(lmms):
                     samples, images, texts = self._batch([requests[i] for i in chunk])
                     records = self.method.answer_batch(self.loaded, samples, images, texts, max_new_tokens)
                     for i, record in zip(chunk, records):
+                        if record.get("nonfinite_logits"):
+                            raise ModelError(f"task {task} doc {requests[i].args[3]}: the model's logits held NaN or "
+                                             "inf (an overflow: float16?); run in bfloat16 or float32 (dtype=...)")
                         counts = RecordedCounts(output_tokens=record.get("n_tokens"),
                                                 record={"method": self.method.name, **log_record(record)})
                         answers[i] = GenerationResult(cut_at(record["prediction"], until), counts)

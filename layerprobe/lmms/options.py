@@ -56,6 +56,8 @@ class ModelArgs:
     device: str | None = None
     dtype: str | None = None
     attn_implementation: str = "sdpa"
+    check_keys: bool = True       # refuse a checkpoint whose weights do not fit its class
+    profile_check: bool = True    # refuse a profile discovered on another architecture
     batch_size: int = 1
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     method_options: dict = field(default_factory=dict)
@@ -69,4 +71,7 @@ class ModelArgs:
         args.pretrained = str(args.pretrained)
         args.batch_size = _positive_int("batch_size", args.batch_size)
         args.max_new_tokens = _positive_int("max_new_tokens", args.max_new_tokens)
+        for key in ("check_keys", "profile_check"):
+            if not isinstance(getattr(args, key), bool):
+                raise ConfigError(f"{key}={getattr(args, key)!r}: must be true or false")
         return args

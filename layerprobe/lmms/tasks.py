@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from layerprobe.errors import ConfigError
+from layerprobe.io.filenames import safe_name
 
 # benchmark -> (lmms-eval task YAML, relative to lmms_eval/tasks; parquet files under the root; split)
 LMMS_TASKS = {
@@ -94,7 +95,7 @@ def export_task(out_dir, data, task: str | None = None) -> str:
         s.load_image().save(buf, "PNG")
         rows.append({"sample_id": str(s.sample_id), "question": s.question, "prompt": data.prompt(s),
                      "answer": s.answers[0], "answers": list(s.answers),
-                     "image": {"bytes": buf.getvalue(), "path": f"{s.sample_id}.png"}})
+                     "image": {"bytes": buf.getvalue(), "path": f"{safe_name(s.sample_id)}.png"}})
     table = pa.Table.from_pylist(rows)
     meta = b'{"info": {"features": {"image": {"_type": "Image"}}}}'  # decoded to PIL by datasets
     pq.write_table(table.replace_schema_metadata({b"huggingface": meta}), out_dir / f"{task}.parquet")

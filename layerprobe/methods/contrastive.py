@@ -67,8 +67,11 @@ def profile_layers(profile: Any, num_layers: int) -> tuple[list[int], int, int]:
     if not isinstance(profile, (str, Path, LayerProfile)):
         get = profile.get if isinstance(profile, Mapping) else lambda k, d=None: getattr(profile, k, d)
         values = {k: get(k) for k in LayerProfile.keys() if get(k) is not None}
-        profile = {"model": "given", "num_layers": num_layers, **values}
-    checked = load_profile(profile, num_layers=num_layers)
+        profile = {"model": "given", "num_layers": num_layers, "review_layer": None, **values}
+        checked = load_profile(profile, num_layers=num_layers, name=f"for {profile['model']}")
+    else:
+        checked = load_profile(profile, num_layers=num_layers)
+    checked.require_layers()
     return sorted(checked.fusion_layers), checked.post_integrated_layer, checked.review_layer
 
 
@@ -310,7 +313,9 @@ class Contrastive(Method):
         return records
 
     def draw(self, run_dir, loaded, data, n: int) -> list:
-        """``heatmap_<sample>.png/.pdf`` for the first ``n`` rows of the run that kept maps."""
+        """``heatmap_<sample>.png/.pdf`` for the first ``n`` rows of the run that kept maps (the
+        sample id made a safe file name: ``layerprobe.io.filenames``)."""
+        from layerprobe.io.filenames import safe_name
         from layerprobe.io.results import read_results
         from layerprobe.plots.methods import attention_heatmap
         from layerprobe.plots.save import save_figure
@@ -334,5 +339,5 @@ class Contrastive(Method):
             image = sample.load_image()
             fig = attention_heatmap(image, row["maps"], side, loaded.adapter.grid_region(image),
                                     int(row["pre_layer"]), post, data.prompt(sample))
-            written += save_figure(fig, Path(run_dir) / f"heatmap_{row['sample_id']}")
+            written += save_figure(fig, Path(run_dir) / f"heatmap_{safe_name(row['sample_id'])}")
         return written

@@ -24,11 +24,12 @@ import torch
 from layerprobe.core.dispatch import controller
 from layerprobe.core.edges import sample_key
 from layerprobe.errors import ModelError
-from layerprobe.io.hashing import config_hash
 from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.base import ModelAdapter
+from layerprobe.models.identity import model_config_hash
 from layerprobe.models.planted import install_from_checkpoint
 from layerprobe.models.registry import adapter_for
+from layerprobe.models.weights_check import load_checked
 
 
 @dataclass
@@ -56,7 +57,7 @@ class LoadedModel:
         return next(self.model.parameters()).device
 
     def config_hash(self) -> str:
-        return config_hash(self.model.config.to_dict())
+        return model_config_hash(self.model.config)
 
     def describe(self) -> dict:
         return {
@@ -93,7 +94,7 @@ def _resolve_dtype(dtype, device: str):
     if dtype is None:
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     if isinstance(dtype, str):
-        if not hasattr(torch, dtype):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):   # torch.nn is an attribute too
             raise ModelError(f"dtype={dtype!r}: not a torch dtype (float32, bfloat16, float16)")
         return getattr(torch, dtype)
     return dtype
@@ -125,8 +126,9 @@ def checkpoint_folder(name_or_path: str, download: bool = True) -> str | None:
 
 
 def load_model(name_or_path: str, device: str | None = None, dtype=None,
-               attn_implementation: str = "sdpa", download: bool = True) -> LoadedModel:
-    """Model, processor and adapter for a checkpoint; see the module docstring."""
+               attn_implementation: str = "sdpa", download: bool = True, check_keys: bool = True) -> LoadedModel:
+    """Model, processor and adapter for a checkpoint; see the module docstring. A checkpoint whose
+    weights do not fit its class is refused unless ``check_keys`` is False (models.weights_check)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = _resolve_dtype(dtype, device)
     if name_or_path.startswith("tiny:"):
@@ -149,9 +151,8 @@ def load_model(name_or_path: str, device: str | None = None, dtype=None,
     adapter = adapter_for(config)
     arch = next(a for a in config.architectures if hasattr(transformers, a))
     placement = {"device_map": "auto"} if device == "auto" else {}
-    model = getattr(transformers, arch).from_pretrained(
-        path, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=True, **placement
-    )
+    model = load_checked(getattr(transformers, arch), path, check_keys, dtype=torch_dtype,
+                         attn_implementation=attn_implementation, local_files_only=True, **placement)
     if not placement:
         model.to(device)
     model.eval()
@@ -160,6 +161,6 @@ def load_model(name_or_path: str, device: str | None = None, dtype=None,
     tok.padding_side = "left"  # batched greedy decoding appends on the right
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    loaded = LoadedModel(model, processor, adapter, name_or_path)
+    loaded = LoadedModel(model, processor, adapter, name_or_path, {"checkpoint": path})
     install_from_checkpoint(loaded, path)  # planted checkpoints: their mask, then their fingerprint
     return loaded

@@ -82,10 +82,32 @@ def install_planted(loaded, spec: dict) -> PlantedEdit:
     return edit
 
 
+def read_metadata(path: str | Path) -> dict:
+    """A JSON metadata file shipped beside weights, or a one-line ModelError naming what is wrong."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except OSError as err:
+        raise ModelError(f"{path}: cannot read: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ModelError(f"{path}: not valid JSON{where}; the file is damaged: restore it or retrain "
+                         "(docs/organism.md)") from None
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def read_spec(path: str | Path) -> dict | None:
     """The planted spec of the checkpoint directory ``path``; None for an ordinary checkpoint."""
     spec_file = Path(path) / ORGANISM_FILE
-    return json.loads(spec_file.read_text()) if spec_file.is_file() else None
+    if not spec_file.is_file():
+        return None
+    spec = read_metadata(spec_file)
+    missing = [k for k in ("planted", "regions") if k not in spec]
+    if missing:
+        raise ModelError(f"{spec_file}: missing key {missing[0]!r}")
+    return spec
 
 
 def install_from_checkpoint(loaded, path: str | Path) -> dict | None:

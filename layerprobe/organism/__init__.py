@@ -14,19 +14,18 @@ docs/organism.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.loading import load_model
-from layerprobe.models.planted import ORGANISM_FILE
+from layerprobe.models.planted import ORGANISM_FILE, read_metadata
 
 WEIGHTS_DIR = SHIPPED_MODELS["organism"]
 
 
 def spec(path: str | Path | None = None) -> dict:
     """The organism's ``layerprobe_organism.json``: planted layers, regions, training metadata."""
-    return json.loads((Path(path or WEIGHTS_DIR) / ORGANISM_FILE).read_text())
+    return read_metadata(Path(path or WEIGHTS_DIR) / ORGANISM_FILE)
 
 
 def load(device: str | None = None, dtype=None, path: str | Path | None = None, attn_implementation: str = "sdpa"):

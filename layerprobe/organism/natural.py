@@ -30,6 +30,7 @@ from layerprobe.data import scenes
 from layerprobe.data.synthetic import clip_normalise
 from layerprobe.io.paths import SHIPPED_MODELS
 from layerprobe.models.loading import load_model
+from layerprobe.models.planted import read_metadata
 from layerprobe.models.registry import adapter_for
 from layerprobe.models.tiny_llava import clip_embeddings
 from layerprobe.organism.build import build_model, build_processor, residual_writers
@@ -189,7 +190,7 @@ def train_natural(spec: NaturalSpec, out: str | Path | None = None, echo: Callab
 
 def recipe(path: str | Path | None = None) -> dict:
     """The ``natural_organism.json`` beside the weights: recipe, history, measured accuracies."""
-    return json.loads((Path(path or WEIGHTS_DIR) / RECIPE_FILE).read_text())
+    return read_metadata(Path(path or WEIGHTS_DIR) / RECIPE_FILE)
 
 
 def load(device: str | None = None, dtype=None, path: str | Path | None = None, attn_implementation: str = "sdpa"):

@@ -41,6 +41,7 @@ from layerprobe.models.base import PROJECTIONS
 from layerprobe.models.loading import LoadedModel
 from layerprobe.models.planted import ORGANISM_FILE, PlantedEdit
 from layerprobe.models.registry import adapter_for
+from layerprobe.io.results import write_atomic
 from layerprobe.organism.build import DEFAULTS, build_model, build_processor, grow
 
 DEFAULT_PLANTED = [2, 4, 8, 11, 12, 13, 29]
@@ -318,7 +319,7 @@ def save(model, processor, meta: dict, out: str | Path, meta_file: str = ORGANIS
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / meta_file).write_text(json.dumps(meta, indent=1) + "\n")
+    write_atomic(out / meta_file, json.dumps(meta, indent=1) + "\n")   # a kill leaves the old file or the new
     return out
 
 

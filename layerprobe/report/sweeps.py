@@ -150,7 +150,7 @@ def discovery_sections(folder: Path) -> list[Section]:
                                 "one) with the discovered fusion and review layers")
         profiles = _profiles_beside(where)
         body += "".join(_profile_body(p, parsed, text, folder) for p, parsed, text in profiles) or note(
-            "no layer profile beside it (layerprobe-discover writes none without a review layer)")
+            "no layer profile beside it (layerprobe-discover out=... wrote it elsewhere)")
         body += details(f"every test ({len(evidence)} rows)", table(evidence, EVIDENCE_COLUMNS))
         name = relative(where, folder)
         sections.append(Section("Discovery" + ("" if name == "." else f": {name}"), body))

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from layerprobe.core.first_step import reference_candidates
-from layerprobe.core.generation import warm_up
+from layerprobe.analysis.sequential import Design
 from layerprobe.core.controls import control_edges
 from layerprobe.core.edges import EdgeSet, edge_set, encode_for
+from layerprobe.core.first_step import reference_candidates
+from layerprobe.core.generation import warm_up
 from layerprobe.errors import ConfigError
 from layerprobe.io.batch_loop import run_batches
-from layerprobe.analysis.sequential import Design
 from layerprobe.sweep.adaptive import run_stages
 from layerprobe.sweep.conditions import edge_sets_of, sweep_conditions
 from layerprobe.sweep.engines.fast import FastEngine
@@ -42,9 +42,10 @@ def make_engine(name: str, edges: str | EdgeSet, **opts):
 
 
 def sweep_batches(loaded, data, path, conditions, runner, edges: EdgeSet, header: dict | None, batch_size: int,
-                  on_error: str, progress: bool, fields: dict | None = None) -> None:
+                  on_error: str, progress: bool, fields: dict | None = None, writer_opts: dict | None = None) -> None:
     """Answer every (sample, condition) of ``data`` not yet in ``path`` with ``runner`` (an
-    engine); ``fields`` go into every row besides the edge set."""
+    engine); ``fields`` go into every row besides the edge set; ``writer_opts``: options of the
+    results writer (``layerprobe.io.results.ResultsWriter``)."""
     edge_sets = edge_sets_of(conditions, edges)
 
     def answer(samples, images, texts, todo):
@@ -58,21 +59,23 @@ def sweep_batches(loaded, data, path, conditions, runner, edges: EdgeSet, header
 
     run_batches(data, path, header, conditions, answer, batch_size=batch_size, on_error=on_error,
                 progress=progress, desc=f"sweep {data.name}", fields={"edges": edges.name, **(fields or {})},
-                prepare=prepare)
+                prepare=prepare, writer_opts=writer_opts)
 
 
 def run_sweep(loaded, data, run_dir, layers=None, edges: str | EdgeSet = "image->text", window: int = 1,
               batch_size: int = 8, engine: str = "fast", header: dict | None = None,
               on_error: str = "raise", progress: bool = True, title: str | None = None,
               engine_opts: dict | None = None, timing_samples: int = 8, adaptive: Design | None = None,
-              shard_runs=None, wait_s: float = 0.0, control: str | None = None, control_seed: int = 0
-              ) -> pd.DataFrame | None:
+              shard_runs=None, wait_s: float = 0.0, control: str | None = None, control_seed: int = 0,
+              writer_opts: dict | None = None) -> pd.DataFrame | None:
     """Sweep ``data`` on ``loaded``; see the module docstring. With the fast engine, the latency
     curve comes from standalone masked generations on ``timing_samples`` samples (timing.csv).
     ``adaptive``: a Design, for the adaptive sweep (``layerprobe.sweep.adaptive``; ``shard_runs``
     and ``wait_s`` say where the other shards are and how long a look waits for them); it returns
     None while a look waits for other shards. ``control``: a specificity control
-    (``layerprobe.core.controls``) run beside every knockout, rows ``condition="control"``."""
+    (``layerprobe.core.controls``) run beside every knockout, rows ``condition="control"``.
+    ``writer_opts``: options of the results writer (``layerprobe.io.results.ResultsWriter``). A
+    shard without a sample to answer is a valid, empty run: its summary has no rows."""
     run_dir = Path(run_dir)
     edges = edge_set(edges)
     if isinstance(timing_samples, bool) or not isinstance(timing_samples, int) or timing_samples < 0:
@@ -83,13 +86,16 @@ def run_sweep(loaded, data, run_dir, layers=None, edges: str | EdgeSet = "image-
 
     def answer_stage(stage_data, stage_conditions, fields):
         sweep_batches(loaded, stage_data, run_dir / "results.jsonl", stage_conditions, runner, edges, header,
-                      batch_size, on_error, progress, fields)
+                      batch_size, on_error, progress, fields, writer_opts)
 
     if adaptive is None:
         answer_stage(data, conditions, None)
     elif not run_stages(data, run_dir, conditions, answer_stage, adaptive, shard_runs, wait_s)["complete"]:
         return None
-    if runner.name == "fast" and timing_samples > 0 and read_timing(run_dir) is None:
+    if not data.samples:
+        log.warning("%s: no sample to answer in this run (%d skipped on load; a shard of fewer samples than "
+                    "shards is empty): its results hold no answers", run_dir, len(data.skipped))
+    elif runner.name == "fast" and timing_samples > 0 and read_timing(run_dir) is None:
         log.info("timing each condition standalone on %d samples", timing_samples)
         write_timing(run_dir, measure_condition_latency(
             loaded, data, conditions, edges, n_samples=timing_samples, batch_size=batch_size))

@@ -51,14 +51,22 @@ def measure_condition_latency(loaded, data, conditions, edges: str, n_samples: i
 
 
 def write_timing(run_dir, timing: pd.DataFrame) -> None:
-    write_atomic(Path(run_dir) / TIMING_FILE, timing.to_csv(index=False))
+    if len(timing):   # no decodable sample: nothing measured, nothing written
+        write_atomic(Path(run_dir) / TIMING_FILE, timing.to_csv(index=False))
 
 
 def read_timing(run_dir) -> pd.DataFrame | None:
+    """The run's standalone timings; None without them (a file without rows, as an empty shard
+    once wrote, counts as none)."""
     path = Path(run_dir) / TIMING_FILE
     if not path.is_file():
         return None
-    timing = pd.read_csv(path)
+    try:
+        timing = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+    if not len(timing) or "layer" not in timing:
+        return None
     timing["layer"] = timing["layer"].astype("Int64")
     return timing
 

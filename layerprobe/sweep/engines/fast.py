@@ -34,9 +34,10 @@ from layerprobe.compat import call_decoder_layer, captured_kwargs, output_cache
 from layerprobe.core.dispatch import controller
 from layerprobe.core.edges import EdgeSet, edge_set
 from layerprobe.core.generation import Answer, decode_new_tokens, greedy_kwargs, sync
+from layerprobe.core.finite_logits import LogitsWatch
+from layerprobe.core.first_step import choose_reference, first_step_fields
 from layerprobe.core.layout import TokenLayout
 from layerprobe.errors import ConfigError
-from layerprobe.core.first_step import choose_reference, first_step_fields
 from layerprobe.sweep.conditions import BASELINE, Condition, edge_sets_of
 from layerprobe.sweep.engines.memory import check_budget, memory_budget, variant_cost, variants_that_fit
 from layerprobe.sweep.engines.naive import NaiveEngine
@@ -123,13 +124,14 @@ class FastEngine:
             if bool(edges.queries(layout)[:, :P].any()):
                 raise ConfigError(f"edges={edges.name!r} is registered as fast, but it edits a position before "
                                   "the first post-image text token: register it with fast=False")
-        base_first = out.logits[:, -1].argmax(-1)
+        watch = LogitsWatch()   # NaN/inf logits, per condition and sample
+        base_first = watch.pick(out.logits[:, -1], [BASELINE.key])
         ref_ids = choose_reference(out.logits[:, -1], references) if scores else None
         first_step = {BASELINE.key: first_step_fields(out.logits[:, -1], base_first, ref_ids)} if scores else {}
         sync(device)
         prefill_s = time.perf_counter() - start
 
-        run = _Run(self, loaded, ctrl, layout, hidden, kv, pos, P, max_new_tokens)
+        run = _Run(self, loaded, ctrl, layout, hidden, kv, pos, P, max_new_tokens, watch)
         variants = [c for c in conditions if c.name != "baseline"]
         size = self._group_size(loaded, layout, P, len(variants), max_new_tokens, hidden, kv)
         tokens = {}
@@ -152,7 +154,8 @@ class FastEngine:
             texts, counts = decode_new_tokens(loaded, tokens[c.key])
             # Shared work has no per-variant time: honest per-layer latency is measured apart.
             fields = first_step.get(c.key, [None] * len(texts))
-            answers[c.key] = [Answer(t, prefill_s, total, n, f) for t, n, f in zip(texts, counts, fields)]
+            bad = watch.flags(c.key, len(texts))
+            answers[c.key] = [Answer(t, prefill_s, total, n, b, f) for t, n, b, f in zip(texts, counts, bad, fields)]
         return answers
 
     def _group_size(self, loaded, layout, P, variants, max_new_tokens, hidden, kv) -> int:
@@ -183,9 +186,10 @@ class _Run:
     key/value cache (per layer), positions and prefix length ``P``."""
 
     def __init__(self, engine: FastEngine, loaded, ctrl, layout: TokenLayout, hidden, kv, pos, P: int,
-                 max_new_tokens: int):
+                 max_new_tokens: int, watch: LogitsWatch):
         self.edges, self.loaded, self.ctrl, self.layout = engine.edges, loaded, ctrl, layout
         self.hidden, self.pos, self.P, self.max_new_tokens = hidden, pos, P, max_new_tokens
+        self.watch = watch
         adapter, model = loaded.adapter, loaded.model
         self.layers = loaded.decoder_layers
         self.final_norm, self.lm_head = adapter.final_norm(model), adapter.lm_head(model)
@@ -227,8 +231,10 @@ class _Run:
     def logits(self, x) -> torch.Tensor:
         return self.lm_head(self.final_norm(x[:, -1]))
 
-    def next_tokens(self, x) -> torch.Tensor:
-        return self.logits(x).argmax(-1)
+    def next_tokens(self, x, keys, live=None) -> torch.Tensor:
+        """Greedy next tokens of rows ``x`` (``keys``: their conditions, variant-major), NaN/inf
+        logits noted per condition and sample (``live``: the samples still decoding)."""
+        return self.watch.pick(self.logits(x), keys, live)
 
     def suffix_pass(self, group, store: RowStore):
         """Run each variant's suffix from its first knocked-out layer to the top, batched; their
@@ -246,7 +252,9 @@ class _Run:
             own = NewKeysValues()
             x = self.layer(j, x, _stack_positions(self.pos[..., P:], n), masks(j, group[:n]), own)
             store.write_suffix(j, slice(B, (n + 1) * B), *own.new)
-        return self.logits(x).view(len(group), B, -1)
+        logits = self.logits(x).view(len(group), B, -1)
+        self.watch.note(logits, [c.key for c in group])
+        return logits
 
     def decode(self, rows, firsts, store: RowStore):
         """Greedy decode of ``rows`` (the baseline first) at once over the shared prefix; returns
@@ -268,7 +276,7 @@ class _Run:
             layout = layout.extend(1)
             h = self.step(rows, embed(tokens[-1].reshape(-1))[:, None], torch.where(same, starts, 0).tolist(),
                           layout, step, store)
-            nxt = self.next_tokens(h).reshape(len(rows), B)
+            nxt = self.next_tokens(h, [c.key for c in rows], live=~done).reshape(len(rows), B)
             nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
             tokens.append(nxt)
             done = done | torch.isin(nxt, eos)

@@ -86,6 +86,20 @@ def no_transformers_deprecations(monkeypatch):
         pytest.fail(f"layerprobe called deprecated transformers API: {seen[0]}")
 
 
+@pytest.fixture(autouse=True)
+def restore_root_logging():
+    """A CLI run in-process lets Hydra hang handlers on the root logger that write to the stream
+    pytest captured for that test; once it is closed, any later test that logs would print
+    "--- Logging error ---" into its own stderr. Each test gets the root logger it started with."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     cache = {}

@@ -167,9 +167,11 @@ def test_a_collision_left_by_a_neutral_option_names_the_ways_out(tmp_path):
     (("mask.window=3",), "runs/sweep/organism/organism/image_text_window-3"),
     (("model.path=/ckpt/retrained", "model.dtype=bfloat16"),
      "runs/sweep/organism/organism/image_text_path-_ckpt_retrained_dtype-bfloat16"),
-    (("data.on_error=skip", "model.device=cpu", "model.download=false", "progress=false"),
+    (("control=text_keys", "adaptive=true"), "runs/sweep/organism/organism/image_text_control-text_keys_adaptive"),
+    (("control=text_keys", "control_seed=2"), "runs/sweep/organism/organism/image_text_control-text_keys_control_seed-2"),
+    (("data.on_error=skip", "model.device=cpu", "model.download=false", "progress=false", "control_seed=2"),
      "runs/sweep/organism/organism/image_text"),
-], ids=["presets", "limit-seed", "layers", "mask", "model", "neutral"])
+], ids=["presets", "limit-seed", "layers", "mask", "model", "control-adaptive", "control-seed", "neutral"])
 def test_default_sweep_folders_name_every_option_that_changes_answers(overrides, folder):
     from hydra import compose, initialize_config_dir
 

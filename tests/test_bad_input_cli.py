@@ -96,16 +96,16 @@ def test_discover_never_overwrites_a_profile_it_did_not_write(tmp_path):
     mine.write_text("# my hand-made profile\nmodel: m\nnum_layers: 10\nfusion_layers: [1]\nreview_layer: 8\n")
     with pytest.raises(ConfigError, match=f"^out={mine}: exists and was not written by layerprobe-discover, or was "
                                           "edited since; give overwrite=true to replace it, or another out=$"):
-        run_discover({"run": str(run), "out": str(mine), "figure": False})
+        run_discover({"run": str(run), "out": str(mine), "figure": False, "effect": "accuracy"})
     assert mine.read_text().startswith("# my hand-made profile")
     # a profile discover wrote is replaced on a rerun, unless someone edited it since
     ours = tmp_path / "conf" / "profile" / "ours.yaml"
-    run_discover({"run": str(run), "out": str(ours), "figure": False})
-    run_discover({"run": str(run), "out": str(ours), "figure": False, "seed": 1})
+    run_discover({"run": str(run), "out": str(ours), "figure": False, "effect": "accuracy"})
+    run_discover({"run": str(run), "out": str(ours), "figure": False, "effect": "accuracy", "seed": 1})
     ours.write_text(ours.read_text().replace("review_layer: 8", "review_layer: 7"))   # a hand edit
     with pytest.raises(ConfigError, match="was not written by layerprobe-discover, or was edited since"):
-        run_discover({"run": str(run), "out": str(ours), "figure": False})
-    run_discover({"run": str(run), "out": str(mine), "figure": False, "overwrite": True})
+        run_discover({"run": str(run), "out": str(ours), "figure": False, "effect": "accuracy"})
+    run_discover({"run": str(run), "out": str(mine), "figure": False, "effect": "accuracy", "overwrite": True})
     assert load_profile(mine).review_layer == 8
     # out= receives the profile only (no evidence, no report.html); the evidence stays with the run
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine.yaml", "ours.yaml"]

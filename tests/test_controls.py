@@ -238,7 +238,7 @@ def test_sharded_control_sweep_resumes_then_discovers_specific_layers_and_plots(
     # controls change nothing, and every planted layer is specific
     _run([sys.executable, "-m", "layerprobe.cli.discover", runs, f"out={tmp_path / 'profile.yaml'}",
           "require_specific=true"], cwd=tmp_path)
-    evidence = pd.read_csv(tmp_path / "discovery.csv").set_index("layer")
+    evidence = pd.read_csv(shards[0] / "discovery.csv").set_index("layer")   # the evidence stays with the first run
     assert {"control_effect", "control_q", "specific_q", "specific"} <= set(evidence.columns)
     assert (evidence["control_effect"] == 0).all() and (evidence["control_q"] == 1).all()
     assert evidence.index[evidence["significant"]].tolist() == [2, 4, 12, 29]

@@ -37,9 +37,10 @@ and ``shapes``, one record per shape; ``--table`` turns it into the README's row
 ``--control`` measures instead what a specificity control costs the fast engine
 (``control=text_keys``, ``layerprobe.core.controls``): per shape, a sweep of the baseline alone, of
 the baseline and a knockout at every layer, and of the baseline and a control at every layer,
-alternated 7 times; it prints per condition the whole sweep's time and the time beyond the
-baseline's own sweep, each for the knockouts and the controls, and their ratio (medians, wall
-clock and CPU time).
+alternated 7 times (the knockout's and the control's back to back, their order alternating);
+it prints per condition the whole sweep's time and the time beyond the baseline's own sweep,
+each for the knockouts and the controls, and their ratio (medians, wall clock and CPU time), and
+the median over repeats of the control's sweep time over the knockout's of the same repeat.
 
 Allocator: the script first keeps freed memory in the process's heap, as ``layerprobe-sweep``
 does on CPU (``layerprobe.sweep.heap``; ``--malloc default`` leaves glibc's defaults). Both engines
@@ -177,8 +178,8 @@ def compare(loaded, batches, new, label, memory: bool = True, chunk: int = NAIVE
 def compare_control(loaded, batches, new, label, repeats: int = 7) -> dict:
     """The fast engine's cost per condition, knockouts against their controls (``control=text_keys``):
     a sweep of the baseline alone, of the baseline and a knockout at every layer, and of the
-    baseline and a control at every layer, alternated ``repeats`` times (in a rotating order) so
-    that the machine's drift falls on all three alike. Per condition: the whole sweep's time over
+    baseline and a control at every layer, alternated ``repeats`` times (knockout and control back
+    to back, in alternating order) so that the machine's drift falls on all three alike. Per condition: the whole sweep's time over
     its conditions, and the time beyond the baseline's own sweep (prefill and the baseline's
     decoding) over them; wall clock and CPU time of this process, medians."""
     control = control_edges("image->text", "text_keys")
@@ -192,7 +193,8 @@ def compare_control(loaded, batches, new, label, repeats: int = 7) -> dict:
     wall, cpu = {name: [] for name in sets}, {name: [] for name in sets}
     names = list(sets)
     for r in range(repeats):
-        for name in names[r % 3:] + names[:r % 3]:
+        # the knockout and the control back to back, in alternating order, the baseline around them
+        for name in (names if r % 2 else names[::-1]):
             seconds, cpu_seconds, _ = time_engine(fast, loaded, batches, sets[name], new)
             wall[name].append(seconds)
             cpu[name].append(cpu_seconds)
@@ -206,12 +208,16 @@ def compare_control(loaded, batches, new, label, repeats: int = 7) -> dict:
                       "per_condition_ms": {k: round(v * 1e3, 2) for k, v in per.items()},
                       "beyond_baseline_ms": {k: round(v * 1e3, 2) for k, v in beyond.items()},
                       "ratio": round(per["control"] / per["knockout"], 3),
-                      "ratio_beyond_baseline": round(beyond["control"] / beyond["knockout"], 3)}
+                      "ratio_beyond_baseline": round(beyond["control"] / beyond["knockout"], 3),
+                      # per repeat, the control's sweep over the knockout's run next to it: the
+                      # machine's drift between repeats cancels
+                      "paired_ratio": round(float(np.median(np.divide(runs["control"], runs["knockout"]))), 3)}
         print(f"[{label}] {clock}: per condition knockout {out[clock]['per_condition_ms']['knockout']} ms, control "
               f"{out[clock]['per_condition_ms']['control']} ms, control/knockout {out[clock]['ratio']:.3f}; beyond the "
               f"baseline's own sweep knockout {out[clock]['beyond_baseline_ms']['knockout']} ms, control "
               f"{out[clock]['beyond_baseline_ms']['control']} ms, control/knockout "
-              f"{out[clock]['ratio_beyond_baseline']:.3f} (medians of {repeats})")
+              f"{out[clock]['ratio_beyond_baseline']:.3f} (medians of {repeats}); paired per repeat, control/knockout "
+              f"{out[clock]['paired_ratio']:.3f}")
     layouts = [controller(loaded).layout_of(b["input_ids"], b.get("attention_mask")) for b in batches]
     out["control_keys_blocked"] = sorted({int(k) for layout in layouts for k in control.keys(layout).sum(1)})
     out["ratio"], out["ratio_beyond_baseline"] = out["wall"]["ratio"], out["wall"]["ratio_beyond_baseline"]

@@ -197,6 +197,39 @@ def _run(cmd, cwd=ROOT):
     return done
 
 
+def test_cli_control_sweep_discovers_with_require_specific_and_plots(tmp_path):
+    run = tmp_path / "run"
+    _run([sys.executable, "-m", "layerprobe.cli.sweep", f"run_dir={run}", "progress=false", "timing_samples=0",
+          "control=text_keys_and_sink", "data.limit=48", "layers=[1,2]", "batch_size=8"])
+    table = read_results(run)
+    variants = table[table["condition"] != "baseline"].groupby(["condition", "layer"]).size()
+    assert variants.to_dict() == {("control", 1): 48, ("control", 2): 48, ("knockout", 1): 48, ("knockout", 2): 48}
+    assert (table["condition"] == "baseline").sum() == 48
+    discover_cmd = [sys.executable, "-m", "layerprobe.cli.discover", f"run={run}", "effect=logprob",
+                    "review_layer=31"]   # by hand: 48 samples find no review layer
+    _run(discover_cmd, cwd=tmp_path)
+    assert _layers(run / "profile.yaml") == ([2], 31)
+    # layer 2's control blocks the sink, which costs it more than the image does: with
+    # require_specific no fusion layer is left, the command says so in one line (exit 2) and the
+    # evidence is still written
+    (run / "profile.yaml").unlink()
+    done = subprocess.run(discover_cmd + ["require_specific=true"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == ("layerprobe: error: profile profile: fusion_layers is empty; "
+                                                    "contrastive attention needs at least one fusion layer")
+    evidence = pd.read_csv(run / "discovery.csv").set_index("layer")
+    assert (evidence.loc[1, ["effect", "control_effect"]] == 0).all()   # layer 1 is an identity
+    assert evidence.loc[2, "control_effect"] < evidence.loc[2, "effect"] < 0 and not evidence.loc[2, "specific"]
+    assert not (run / "profile.yaml").exists()
+    (run / "summary.csv").unlink()
+    _run([sys.executable, "-m", "layerprobe.cli.plot", f"run={run}", "effect=logprob"], cwd=tmp_path)
+    summary = pd.read_csv(run / "summary.csv")   # one run: its figures go back into it
+    assert sorted(summary.loc[summary["condition"] == "control", "layer"]) == [1, 2]
+    assert (run / "masking_curves.png").is_file()
+
+
+@pytest.mark.slow
 def test_sharded_control_sweep_resumes_then_discovers_specific_layers_and_plots(tmp_path):
     shards = [tmp_path / "shard0of2", tmp_path / "shard1of2"]
     for k, run in enumerate(shards):

@@ -55,7 +55,6 @@ def test_finds_the_planted_layers_from_at_most_half_the_answers(organism, tmp_pa
     assert all(stopped.get(layer) == "irrelevant" for layer in range(32) if layer not in planted)
 
 
-@pytest.mark.slow
 def test_with_a_control_finds_the_planted_specific_layers_from_at_most_half_the_answers(organism, tmp_path):
     # a layer's control runs and stops with it: the answers count both, the full sweep's too
     assert _sweep(organism, tmp_path, control="text_keys") is not None

@@ -285,14 +285,13 @@ def test_sharded_control_sweep_resumes_then_discovers_specific_layers_and_plots(
 
 
 # the acceptance on the planted organism -----------------------------------------------------
-@pytest.mark.slow
 def test_every_effect_with_require_specific_finds_the_planted_set_and_no_control_effect(tmp_path):
     """The whole test split, every layer, through the Python API; the numbers of docs/discovery.md."""
     loaded = layerprobe.load_model("organism")
     run_sweep(loaded, load_benchmark("organism"), tmp_path, control="text_keys", progress=False, timing_samples=0)
     planted = loaded.extra["organism"]["planted"]
     for effect in EFFECTS:
-        found = discover(tmp_path, effect=effect, require_specific=True)
+        found = discover(tmp_path, num_layers=loaded.num_layers, effect=effect, require_specific=True)
         assert (found.fusion_layers, found.review_layer) == (planted[:-1], planted[-1]), effect
         evidence = found.evidence.set_index("layer")
         assert evidence.index[evidence["significant"]].tolist() == planted, effect

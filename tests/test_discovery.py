@@ -11,7 +11,7 @@ import pytest
 
 from layerprobe.analysis.discovery import discover, discover_runs, late_start_for, missing_layers, to_profile
 from layerprobe.io.runs import merge_runs
-from layerprobe.errors import ConfigError, ProfileError
+from layerprobe.errors import ConfigError, DataError, ProfileError
 from planted_results import NOISY, planted_table, shard, write_run
 
 # depth -> (fusion layers, review layer, other late layer with a smaller drop or None)
@@ -76,6 +76,18 @@ def test_min_benchmarks_requires_agreement():
     assert discover(both, num_layers=10, effect="accuracy").fusion_layers == [2]
     strict = discover(both, num_layers=10, min_benchmarks=2, effect="accuracy")
     assert strict.fusion_layers == [] and strict.review_layer == 8
+
+
+def test_prob_change_with_no_correct_baseline_answer_names_the_effects_that_read_every_sample():
+    """A model that answers nothing right (a random one, a hard benchmark) leaves prob_change no
+    sample: one line saying so and what reads every sample, not a complaint about pairing."""
+    table = planted_table(4, {}, benchmarks=("vqav2",), n=20, seed=1).assign(score=0.0, prediction="no",
+                                                                              answer_logprob=-1.0)
+    with pytest.raises(DataError, match=r"^effect=prob_change reads the samples the baseline answers correctly, "
+                                        r"and the baseline answers none of these: discover with effect=logprob"):
+        discover(table, num_layers=4)
+    found = discover(table, num_layers=4, effect="logprob")
+    assert (found.fusion_layers, found.review_layer) == ([], None) and (found.evidence["n"] == 20).all()
 
 
 def test_no_late_drop_gives_a_profile_without_review_layer_unless_set_by_hand():

@@ -131,8 +131,11 @@ def test_stage_limits_are_capped_by_data_limit():
 MODEL = "mock-org/tiny-llava"
 PROFILE = "model: mock-org/tiny-llava\nnum_layers: 16\nfusion_layers: [2, 4]\npost_integrated_layer: 14\nreview_layer: 15\n"
 # no standalone timing runs, per-sample figures or memory pass: the plumbing, not the measurements
+# a random tiny model answers no sample correctly, so the default effect (prob_change, read on the
+# samples the baseline gets right) has nothing to read: discovery reads log p of every sample
 FAST = ("+sweep.options.timing_samples=0", "+eval.options.timing_samples=0", "+eval.options.heatmaps=0",
-        "+eval.options.gallery_examples=0", "+eval.options.memory_pass=false", "progress=false")
+        "+eval.options.gallery_examples=0", "+eval.options.memory_pass=false", "progress=false",
+        "+discovery.effect=logprob")
 
 
 @pytest.fixture(scope="module")

@@ -145,6 +145,9 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
             raise DataError(f"the results hold no baseline and knockout rows (conditions: {', '.join(conditions) or 'none'}): "
                             "discovery reads a layerprobe-sweep run (results.jsonl with a baseline and a knockout "
                             "per layer), not an eval run")
+        if eff.name == "prob_change":   # it reads only the samples the baseline answers correctly
+            raise DataError("effect=prob_change reads the samples the baseline answers correctly, and the baseline "
+                            "answers none of these: discover with effect=logprob (every sample) or effect=accuracy")
         raise DataError("no knockout row pairs with a baseline row of the same sample: nothing to test")
     num_layers = num_layers or provenance.get("num_layers")
     if not num_layers:

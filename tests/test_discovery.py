@@ -11,7 +11,7 @@ import pytest
 
 from layerprobe.analysis.discovery import discover, discover_runs, late_start_for, missing_layers, to_profile
 from layerprobe.io.runs import merge_runs
-from layerprobe.errors import ConfigError, DataError, ProfileError
+from layerprobe.errors import ConfigError, ProfileError
 from planted_results import NOISY, planted_table, shard, write_run
 
 # depth -> (fusion layers, review layer, other late layer with a smaller drop or None)
@@ -78,14 +78,20 @@ def test_min_benchmarks_requires_agreement():
     assert strict.fusion_layers == [] and strict.review_layer == 8
 
 
-def test_prob_change_with_no_correct_baseline_answer_names_the_effects_that_read_every_sample():
+def test_prob_change_with_no_correct_baseline_answer_is_a_result_that_names_the_effects_for_every_sample():
     """A model that answers nothing right (a random one, a hard benchmark) leaves prob_change no
-    sample: one line saying so and what reads every sample, not a complaint about pairing."""
+    sample: every layer tests nothing (n 0, p 1), the profile records no layer, and the note
+    names the effects that read every sample."""
     table = planted_table(4, {}, benchmarks=("vqav2",), n=20, seed=1).assign(score=0.0, prediction="no",
                                                                               answer_logprob=-1.0)
-    with pytest.raises(DataError, match=r"^effect=prob_change reads the samples the baseline answers correctly, "
-                                        r"and the baseline answers none of these: discover with effect=logprob"):
-        discover(table, num_layers=4)
+    found = discover(table, num_layers=4)
+    assert (found.fusion_layers, found.review_layer) == ([], None)
+    assert found.evidence["layer"].tolist() == [0, 1, 2, 3] and (found.evidence["n"] == 0).all()
+    assert (found.evidence["p"] == 1).all() and found.evidence["effect"].isna().all()
+    assert missing_layers(found) == ("no sample to test: effect=prob_change reads the samples the baseline answers "
+                                     "correctly, and it answers none; the profile records no layer; discover with "
+                                     "effect=logprob (every sample) or effect=accuracy")
+    assert to_profile(found).fusion_layers == []
     found = discover(table, num_layers=4, effect="logprob")
     assert (found.fusion_layers, found.review_layer) == ([], None) and (found.evidence["n"] == 20).all()
 

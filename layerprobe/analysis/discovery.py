@@ -145,9 +145,6 @@ def discover(table_or_run_dirs, num_layers: int | None = None, alpha: float = DE
             raise DataError(f"the results hold no baseline and knockout rows (conditions: {', '.join(conditions) or 'none'}): "
                             "discovery reads a layerprobe-sweep run (results.jsonl with a baseline and a knockout "
                             "per layer), not an eval run")
-        if eff.name == "prob_change":   # it reads only the samples the baseline answers correctly
-            raise DataError("effect=prob_change reads the samples the baseline answers correctly, and the baseline "
-                            "answers none of these: discover with effect=logprob (every sample) or effect=accuracy")
         raise DataError("no knockout row pairs with a baseline row of the same sample: nothing to test")
     num_layers = num_layers or provenance.get("num_layers")
     if not num_layers:
@@ -200,6 +197,10 @@ def missing_layers(found: Discovery) -> str | None:
     if found.review_layer is not None:
         return (f"no fusion layer: no significant drop before layer {found.late_start}, so the profile has "
                 "fusion_layers: [], which contrastive attention refuses")
+    if not found.fusion_layers and (found.evidence["n"] == 0).all():
+        return ("no sample to test: effect=prob_change reads the samples the baseline answers correctly, and it "
+                "answers none; the profile records no layer; discover with effect=logprob (every sample) or "
+                "effect=accuracy")
     if not found.fusion_layers:
         return (f"no layer's knockout is significant (no fusion layer, no review layer in {late}); the profile "
                 "records that (fusion_layers: [], review_layer: null), and contrastive attention refuses it; "

@@ -101,13 +101,13 @@ def sample_values(table: pd.DataFrame, effect: Effect, correct_threshold: float 
     pairs["layer"] = pairs["layer"].astype(int)
     pairs["ok"], pairs["base_ok"] = pairs["score"] >= correct_threshold, pairs["base_score"] >= correct_threshold
     changed = pairs["prediction"].astype(str) != pairs["base_prediction"].astype(str)
-    if effect.name == "prob_change":
-        pairs = pairs[pairs["base_ok"]].copy()
     _check_probabilities(effect, pairs)
     shift = _resolved(pairs[PROBABILITY_COLUMN] - pairs[f"base_{PROBABILITY_COLUMN}"], effect)
     pairs["value"] = {"accuracy": pairs["base_score"] - pairs["score"], "logprob": shift,
                       "prob_change": np.expm1(shift), "answer_change": changed.astype(float)}[effect.name]
-    pairs["bad"] = changed.loc[pairs.index] if effect.name == "answer_change" else ~pairs["ok"]
+    if effect.name == "prob_change":   # measured on the samples the baseline answers correctly; NaN: not one
+        pairs.loc[~pairs["base_ok"], "value"] = np.nan
+    pairs["bad"] = changed if effect.name == "answer_change" else ~pairs["ok"]
     return pairs
 
 
@@ -126,7 +126,7 @@ def _against(values: pd.DataFrame, effect: Effect, condition: str, against: str)
 
 def _resolved(values: pd.Series, effect: Effect) -> pd.Series:
     """Probability effects: changes within RESOLUTION of zero are zero."""
-    return values.where(values.abs() > RESOLUTION, 0.0) if effect.probabilities else values
+    return values.where((values.abs() > RESOLUTION) | values.isna(), 0.0) if effect.probabilities else values
 
 
 def _test(test: str, effect: Effect, g: dict, against: str, min_effect: float, n_resamples: int,
@@ -163,15 +163,19 @@ def layer_effects(table: pd.DataFrame, effect: str = "accuracy", test: str | Non
                for c in ("d", "score", "ref_score", "bad", "ref_bad", "lost", "gained")}
     out = []
     for (benchmark, layer), idx in sorted(paired.groupby(["benchmark", "layer"]).indices.items()):
+        # prob_change leaves out the samples the baseline gets wrong: a layer may keep none, which
+        # tests nothing (n 0, p 1) rather than dropping the layer from the evidence
+        idx = idx[~np.isnan(columns["d"][idx])]
         g = {c: v[idx] for c, v in columns.items()}
         seed_ = row_seed(seed, benchmark, layer)
         low, high = bootstrap_ci(g["d"], confidence, n_resamples, seed=seed_)
-        p, direction = _test(test, eff, g, against, floor, n_resamples, seed_ + [1])
+        p, direction = _test(test, eff, g, against, floor, n_resamples, seed_ + [1]) if len(idx) else (1.0, 0)
+        mean = {c: float(g[c].mean()) if len(idx) else float("nan") for c in ("ref_score", "score", "d")}
         out.append({"benchmark": benchmark, "layer": int(layer), "n": len(idx),
-                    "baseline_acc": g["ref_score"].mean(), "knockout_acc": g["score"].mean(),
-                    "drop": g["ref_score"].mean() - g["score"].mean(),
+                    "baseline_acc": mean["ref_score"], "knockout_acc": mean["score"],
+                    "drop": mean["ref_score"] - mean["score"],
                     "n_lost": int(g["lost"].sum()), "n_gained": int(g["gained"].sum()),
-                    "effect": g["d"].mean(), "ci_low": low, "ci_high": high, "p": p, "direction": direction})
+                    "effect": mean["d"], "ci_low": low, "ci_high": high, "p": p, "direction": direction})
     return pd.DataFrame(out, columns=COLUMNS)
 
 
